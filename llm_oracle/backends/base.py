@@ -1,0 +1,50 @@
+"""The one interface every backend implements, and what a backend call returns.
+
+A backend turns an `OracleRequest` into a `BackendResult`. It never touches the journal: caching,
+recording, timeouts and fallback live in `llm_oracle.oracle`, so every backend gets them for free
+and a new provider is one new module plus one registry line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class BackendIdentity:
+    """What makes two answers comparable: it goes into the decision key."""
+
+    name: str
+    model: str
+    prompt_version: str
+
+
+class BackendResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    decision: OracleDecision | None
+    raw_response: str | None = None
+    usage: Usage = Usage()
+    latency_ms: float = Field(default=0.0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    model_version: str | None = None
+    error_kind: ErrorKind | None = None
+    error_detail: str | None = None
+    # False for answers that stand in for a missing decision (replay miss answered by hold or
+    # rules): they are used once and never written to the journal as if the source had said them.
+    record: bool = True
+
+
+class Backend(ABC):
+    identity: BackendIdentity
+
+    @abstractmethod
+    async def decide(self, request: OracleRequest) -> BackendResult:
+        """Answer one request. Errors are returned as a result with `error_kind`, not raised."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release network clients; the oracle calls it on shutdown."""

@@ -1,0 +1,54 @@
+"""Requests see data up to their candle only, and carry no absolute price."""
+
+import json
+
+import numpy as np
+
+from llm_oracle.features import entry_requests
+from llm_oracle.models import Fees, Side
+from tests.factories import candidate_rows, indicator_frame
+
+FEES = Fees(maker=0.0002, taker=0.00055)
+
+
+def _requests(df, rows):
+    return entry_requests(df, rows, [Side.LONG] * len(rows), FEES, timeframe="3m", n_candles=24)
+
+
+def test_request_at_t_ignores_everything_after_t() -> None:
+    df = indicator_frame(rows=1200)
+    rows = [int(r) for r in candidate_rows(df) if 300 <= r < 1100][:20]
+    full = dict(_requests(df, rows))
+    for row in rows:
+        truncated = df.iloc[: row + 1]
+        assert dict(_requests(truncated, [row]))[row] == full[row]
+        # Scramble the future: the request must not move.
+        poisoned = df.copy()
+        poisoned.loc[poisoned.index[row + 1 :], ["open", "high", "low", "close", "volume"]] *= 3
+        assert dict(_requests(poisoned, [row]))[row] == full[row]
+
+
+def test_rows_without_history_or_indicators_are_skipped() -> None:
+    df = indicator_frame(rows=400)
+    asked = _requests(df, [5, 100, 350])
+    assert [row for row, _ in asked] == [350]  # EMA200 is NaN before row 199
+
+
+def test_requests_are_relative_not_absolute() -> None:
+    df = indicator_frame(rows=800)
+    [(row, request)] = _requests(df, [700])
+    text = request.canonical_json()
+    price = df["close"].iat[row]
+    assert f"{price:.1f}" not in text and str(int(price)) not in text
+    payload = json.loads(text)
+    assert payload["candles"][-1]["c"] == 0.0  # the latest close is the reference
+    assert max(abs(c[k]) for c in payload["candles"] for k in "ohlc") < 20
+
+
+def test_work_is_proportional_to_candidates() -> None:
+    df = indicator_frame(rows=3000)
+    rows = candidate_rows(df)
+    rows = rows[rows > 250]
+    assert len(_requests(df, rows.tolist())) == len(rows)
+    assert len(rows) < len(df) / 3
+    assert np.all(np.diff(rows) > 0)
