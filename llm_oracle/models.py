@@ -15,15 +15,22 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-REQUEST_DECIMALS = 4
+
+def _rounded(decimals: int) -> AfterValidator:
+    def canonical(value: float) -> float:
+        # round() alone keeps -0.0, which serialises differently from 0.0.
+        return round(value, decimals) + 0.0
+
+    return AfterValidator(canonical)
 
 
-def _canonical_float(value: float) -> float:
-    # round() alone keeps -0.0, which serialises differently from 0.0.
-    return round(value, REQUEST_DECIMALS) + 0.0
-
-
-Rounded = Annotated[float, AfterValidator(_canonical_float)]
+# Resolution of request values. Percent values keep 3 decimals (0.1 basis point): finer than any
+# decision needs, and coarse enough that EMA200's seed, which differs when a backtest starts on
+# another day, does not change the key once the startup candles have let it fade (see strategy).
+Pct = Annotated[float, _rounded(3)]
+Ratio = Annotated[float, _rounded(2)]
+Oscillator = Annotated[float, _rounded(1)]
+FeeRate = Annotated[float, _rounded(6)]
 
 
 class Purpose(StrEnum):
@@ -74,26 +81,26 @@ class Candle(BaseModel):
     """One candle relative to the latest close: prices in percent, volume vs the window mean."""
 
     model_config = _FROZEN
-    o: Rounded
-    h: Rounded
-    l: Rounded  # noqa: E741 - o/h/l/c is the universal candle shorthand
-    c: Rounded
-    v: Rounded = Field(ge=0)
+    o: Pct
+    h: Pct
+    l: Pct  # noqa: E741 - o/h/l/c is the universal candle shorthand
+    c: Pct
+    v: Ratio = Field(ge=0)
 
 
 class Indicators(BaseModel):
     """Indicator values at the decision candle, expressed without absolute prices."""
 
     model_config = _FROZEN
-    rsi: Rounded = Field(ge=0, le=100, description="RSI(7)")
-    macd_pct: Rounded = Field(description="MACD(6,12,9) line as % of close")
-    macd_signal_pct: Rounded
-    macd_hist_pct: Rounded
-    ema9_pct: Rounded = Field(description="close vs EMA9, %")
-    ema21_pct: Rounded
-    ema200_pct: Rounded
-    atr_pct: Rounded = Field(ge=0, description="ATR(14) as % of close")
-    volume_ratio: Rounded = Field(ge=0, description="volume / its 20-candle mean")
+    rsi: Oscillator = Field(ge=0, le=100, description="RSI(7)")
+    macd_pct: Pct = Field(description="MACD(6,12,9) line as % of close")
+    macd_signal_pct: Pct
+    macd_hist_pct: Pct
+    ema9_pct: Pct = Field(description="close vs EMA9, %")
+    ema21_pct: Pct
+    ema200_pct: Pct
+    atr_pct: Pct = Field(ge=0, description="ATR(14) as % of close")
+    volume_ratio: Ratio = Field(ge=0, description="volume / its 20-candle mean")
 
 
 class Position(BaseModel):
@@ -101,15 +108,15 @@ class Position(BaseModel):
 
     model_config = _FROZEN
     side: Side
-    profit_pct: Rounded = Field(description="profit after fees on margin, %")
+    profit_pct: Pct = Field(description="profit after fees on margin, %")
     candles_held: int = Field(ge=0)
-    leverage: Rounded = Field(ge=1, le=100)
+    leverage: Ratio = Field(ge=1, le=100)
 
 
 class Fees(BaseModel):
     model_config = _FROZEN
-    maker: Rounded = Field(ge=0, le=0.01)
-    taker: Rounded = Field(ge=0, le=0.01)
+    maker: FeeRate = Field(ge=0, le=0.01)
+    taker: FeeRate = Field(ge=0, le=0.01)
 
 
 class OracleRequest(BaseModel):

@@ -48,8 +48,9 @@ from llm_oracle import (
 
 logger = logging.getLogger(__name__)
 
-# EMA200 needs a few multiples of its period to forget its seed; 600 candles leave < 0.3% of it.
-STARTUP_CANDLES = 600
+# EMA200 forgets its seed slowly: after 1200 candles e^-12 (6e-6) of it is left, far below the
+# request's 0.1 bp resolution, so a backtest starting on another day produces the same keys.
+STARTUP_CANDLES = 1200
 _ORACLE_STOP = "oracle_stop_loss"
 _ORACLE_TARGET = "oracle_take_profit"
 _ORACLE_CONFIDENCE = "oracle_confidence"
@@ -163,18 +164,26 @@ class GeminiOracleStrategy(IStrategy):
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         long_c, short_c = self._candidates(dataframe)
         dataframe["candidate"] = np.select([long_c, short_c], [1, -1], default=0)
+        # Explicit dtypes: pandas gives a void dtype to columns created by an empty assignment,
+        # which breaks Freqtrade's lookahead-analysis frame comparison.
+        dataframe["enter_long"] = 0
+        dataframe["enter_short"] = 0
+        dataframe["enter_tag"] = pd.Series(None, index=dataframe.index, dtype=object)
         for col in (_ORACLE_CONFIDENCE, _ORACLE_STOP, _ORACLE_TARGET):
             dataframe[col] = np.nan
         oracle = self._ensure_oracle()
         if oracle is None:
-            dataframe.loc[long_c, ["enter_long", "enter_tag"]] = (1, "prefilter_long")
-            dataframe.loc[short_c, ["enter_short", "enter_tag"]] = (1, "prefilter_short")
+            self._mark_entries(dataframe, np.flatnonzero(long_c), Side.LONG, "prefilter_long")
+            self._mark_entries(dataframe, np.flatnonzero(short_c), Side.SHORT, "prefilter_short")
             return dataframe
 
         rows = np.flatnonzero((long_c | short_c).to_numpy())
         if self._live:
             # Live only the newest candle can become an order; older candidates are history.
             rows = rows[rows == len(dataframe) - 1]
+        else:
+            # Startup candles are never traded, and their indicators are still warming up.
+            rows = rows[rows >= self.startup_candle_count]
         sides = [Side.LONG if long_c.iat[i] else Side.SHORT for i in rows]
         asked = entry_requests(
             dataframe,
@@ -203,13 +212,15 @@ class GeminiOracleStrategy(IStrategy):
         dataframe[_ORACLE_CONFIDENCE] = conf
         dataframe[_ORACLE_STOP] = stop
         dataframe[_ORACLE_TARGET] = target
-        index = dataframe.index
-        dataframe.loc[index[enter_rows["long"]], ["enter_long", "enter_tag"]] = (1, "oracle_long")
-        dataframe.loc[index[enter_rows["short"]], ["enter_short", "enter_tag"]] = (
-            1,
-            "oracle_short",
-        )
+        self._mark_entries(dataframe, enter_rows["long"], Side.LONG, "oracle_long")
+        self._mark_entries(dataframe, enter_rows["short"], Side.SHORT, "oracle_short")
         return dataframe
+
+    @staticmethod
+    def _mark_entries(df: pd.DataFrame, rows: Any, side: Side, tag: str) -> None:
+        index = df.index[rows]
+        df.loc[index, f"enter_{side.value}"] = 1
+        df.loc[index, "enter_tag"] = tag
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         # Exits come from ROI, stops and (later) the oracle's exit review, not from signals.

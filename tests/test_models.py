@@ -17,9 +17,9 @@ from tests.factories import make_request
 
 
 def test_request_rounds_floats_and_normalises_negative_zero() -> None:
-    candle = Candle(o=-0.000001, h=1.234567891, l=-0.5, c=0.0, v=1.00004)
+    candle = Candle(o=-0.000001, h=1.234567891, l=-0.5, c=0.0, v=1.004)
     assert candle.o == 0.0 and str(candle.o) == "0.0"
-    assert candle.h == 1.2346
+    assert candle.h == 1.235
     assert candle.v == 1.0
 
 

@@ -1,0 +1,96 @@
+"""Run the real `freqtrade` CLI as a subprocess against the Bybit emulator, and read its results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.factories import ROOT
+
+FREQTRADE = Path(sys.executable).with_name("freqtrade")
+
+
+def offline_overlay(emulator_url: str, **extra: Any) -> dict[str, Any]:
+    """The shipped offline overlay with the emulator's real (free) port substituted."""
+    overlay = json.loads((ROOT / "user_data" / "config.offline.json").read_text())
+    for section in ("ccxt_config", "ccxt_async_config"):
+        overlay["exchange"][section]["urls"]["api"] = dict.fromkeys(
+            overlay["exchange"][section]["urls"]["api"], emulator_url
+        )
+    for key, value in extra.items():
+        overlay[key] = value
+    return overlay
+
+
+@dataclass
+class FreqtradeRun:
+    returncode: int
+    output: str
+    userdir: Path
+
+    def result(self) -> dict[str, Any]:
+        """The latest backtest result's strategy block."""
+        results = self.userdir / "backtest_results"
+        last = json.loads((results / ".last_result.json").read_text())["latest_backtest"]
+        with zipfile.ZipFile(results / last) as archive:
+            name = Path(last).with_suffix(".json").name
+            data = json.loads(archive.read(name))
+        return data["strategy"]["GeminiOracleStrategy"]
+
+    def trades(self) -> list[tuple[Any, ...]]:
+        keys = ("pair", "open_date", "close_date", "is_short", "open_rate", "close_rate")
+        keys += ("amount", "enter_tag", "exit_reason", "profit_abs")
+        return [tuple(t[k] for k in keys) for t in self.result()["trades"]]
+
+    def oracle_summary(self) -> str:
+        lines = [line for line in self.output.splitlines() if line.startswith("oracle: ")]
+        assert lines, f"no oracle summary in output:\n{self.output[-3000:]}"
+        return lines[-1]
+
+
+def run_freqtrade(
+    command: str,
+    args: list[str],
+    *,
+    workdir: Path,
+    overlay: dict[str, Any],
+    datadir: Path,
+    timeout: float = 600,
+) -> FreqtradeRun:
+    userdir = workdir / "user_data"
+    for sub in ("backtest_results", "logs", "data"):
+        (userdir / sub).mkdir(parents=True, exist_ok=True)
+    overlay_path = workdir / "overlay.json"
+    overlay_path.write_text(json.dumps(overlay, indent=1))
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("GEMINI_API_KEY", None)
+    env.pop("GOOGLE_API_KEY", None)
+    proc = subprocess.run(
+        [
+            str(FREQTRADE),
+            command,
+            "--config",
+            str(ROOT / "config.json"),
+            "--config",
+            str(overlay_path),
+            "--userdir",
+            str(userdir),
+            "--datadir",
+            str(datadir),
+            "--strategy-path",
+            str(ROOT / "strategies"),
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return FreqtradeRun(proc.returncode, proc.stdout + proc.stderr, userdir)
