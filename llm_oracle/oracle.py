@@ -53,6 +53,7 @@ class OracleStats:
     backend_calls: int = 0
     recorded: int = 0
     fallbacks: int = 0
+    seconds: float = 0.0  # wall time spent inside decide_many (lookups, calls, recording)
     errors: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -60,7 +61,7 @@ class OracleStats:
         return (
             f"oracle: {self.requests} candidates, {self.journal_hits} journal hits, "
             f"{self.misses} misses, {self.backend_calls} backend calls, {self.recorded} recorded, "
-            f"{self.fallbacks} fallbacks, errors: {errors}"
+            f"{self.fallbacks} fallbacks, errors: {errors}, {self.seconds:.2f} s in oracle"
         )
 
 
@@ -113,6 +114,13 @@ class Oracle:
     def decide_many(self, requests: Sequence[OracleRequest]) -> list[Outcome]:
         if not requests:
             return []
+        started = time.perf_counter()
+        try:
+            return self._decide_many(requests)
+        finally:
+            self.stats.seconds += time.perf_counter() - started
+
+    def _decide_many(self, requests: Sequence[OracleRequest]) -> list[Outcome]:
         keys = [self.key_for(r) for r in requests]
         known = self.journal.lookup(keys)
         self.stats.requests += len(requests)

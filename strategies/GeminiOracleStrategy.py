@@ -30,7 +30,7 @@ from freqtrade.strategy import (
     DecimalParameter,
     IntParameter,
     IStrategy,
-    stoploss_from_open,
+    stoploss_from_absolute,
     timeframe_to_minutes,
     timeframe_to_prev_date,
 )
@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 # EMA200 forgets its seed slowly: after 1200 candles e^-12 (6e-6) of it is left, far below the
 # request's 0.1 bp resolution, so a backtest starting on another day produces the same keys.
 STARTUP_CANDLES = 1200
+_ORACLE_KEY = "oracle"  # trade custom-data key holding the entry decision
+_LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen within a candle)
 _ORACLE_STOP = "oracle_stop_loss"
 _ORACLE_TARGET = "oracle_take_profit"
 _ORACLE_CONFIDENCE = "oracle_confidence"
@@ -88,6 +90,8 @@ class GeminiOracleStrategy(IStrategy):
         super().__init__(config)
         self._oracle: Oracle | None = None
         self._oracle_enabled = True
+        self._confirmed: dict[str, dict[datetime, dict[str, Any]]] = {}
+        self._stop_prices: dict[int, float | None] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -198,6 +202,7 @@ class GeminiOracleStrategy(IStrategy):
         outcomes = oracle.decide_many([request for _, request in asked])
         threshold = float(self.min_confidence.value)
         enter_rows: dict[str, list[int]] = {"long": [], "short": []}
+        confirmed: list[tuple[int, Any]] = []
         conf = dataframe[_ORACLE_CONFIDENCE].to_numpy(copy=True)
         stop = dataframe[_ORACLE_STOP].to_numpy(copy=True)
         target = dataframe[_ORACLE_TARGET].to_numpy(copy=True)
@@ -207,11 +212,15 @@ class GeminiOracleStrategy(IStrategy):
             agrees = decision.action is Action(request.candidate.value)  # type: ignore[union-attr]
             if agrees and decision.confidence >= threshold and decision.stop_loss is not None:
                 enter_rows[decision.action.value].append(row)
+                confirmed.append((row, decision))
                 stop[row] = decision.stop_loss
                 target[row] = decision.take_profit if decision.take_profit else np.nan
         dataframe[_ORACLE_CONFIDENCE] = conf
         dataframe[_ORACLE_STOP] = stop
         dataframe[_ORACLE_TARGET] = target
+        self._remember(
+            metadata["pair"], dataframe, [r for r, _ in confirmed], [d for _, d in confirmed]
+        )
         self._mark_entries(dataframe, enter_rows["long"], Side.LONG, "oracle_long")
         self._mark_entries(dataframe, enter_rows["short"], Side.SHORT, "oracle_short")
         return dataframe
@@ -233,29 +242,34 @@ class GeminiOracleStrategy(IStrategy):
         return Fees(maker=maker, taker=taker)
 
     # --- the oracle's stop, carried on the trade ---------------------------------------------
+    def _remember(self, pair: str, df: pd.DataFrame, rows: list[int], decisions: list[Any]) -> None:
+        """Keep confirmed decisions by signal candle, so a fill finds its stop in O(1)."""
+        confirmed = self._confirmed.setdefault(pair, {})
+        dates = df["date"].to_numpy()
+        for row, decision in zip(rows, decisions, strict=True):
+            confirmed[pd.Timestamp(dates[row]).to_pydatetime()] = {
+                "stop_loss": decision.stop_loss,
+                "take_profit": decision.take_profit,
+                "confidence": decision.confidence,
+            }
+        if self._live and len(confirmed) > _LIVE_MEMORY:
+            for stale in sorted(confirmed)[:-_LIVE_MEMORY]:
+                del confirmed[stale]
+
     def order_filled(
         self, pair: str, trade: Trade, order: Order, current_time: datetime, **kwargs: Any
     ) -> None:
         if order.ft_order_side != trade.entry_side or trade.nr_of_successful_entries != 1:
             return
-        signal = self._signal_row(pair, trade.open_date_utc)
-        if signal is None:
-            return
-        for key in (_ORACLE_STOP, _ORACLE_TARGET, _ORACLE_CONFIDENCE):
-            value = signal.get(key)
-            if value is not None and np.isfinite(value):
-                trade.set_custom_data(key, float(value))
-
-    def _signal_row(self, pair: str, open_date: datetime) -> pd.Series | None:
-        """The candle whose signal opened the trade: the one before the entry candle."""
-        df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
-        if df is None or df.empty:
-            return None
-        signal_date = timeframe_to_prev_date(self.timeframe, open_date) - timedelta(
+        # The signal candle is the one before the candle the entry filled in.
+        signal_date = timeframe_to_prev_date(self.timeframe, trade.open_date_utc) - timedelta(
             minutes=timeframe_to_minutes(self.timeframe)
         )
-        match = df.loc[df["date"] == signal_date]
-        return None if match.empty else match.iloc[-1]
+        decision = self._confirmed.get(pair, {}).get(signal_date)
+        if decision is not None:
+            # One write: Freqtrade's custom-data store is slow per call and persists in dry/live.
+            trade.set_custom_data(_ORACLE_KEY, decision)
+            self._stop_prices[trade.id] = _stop_price(trade.open_rate, trade.is_short, decision)
 
     def custom_stoploss(
         self,
@@ -267,18 +281,27 @@ class GeminiOracleStrategy(IStrategy):
         after_fill: bool,
         **kwargs: Any,
     ) -> float | None:
-        distance = trade.get_custom_data(_ORACLE_STOP)
-        if distance is None:
+        if trade.id not in self._stop_prices:  # e.g. after a restart: read what was persisted
+            decision = trade.get_custom_data(_ORACLE_KEY)
+            self._stop_prices[trade.id] = (
+                _stop_price(trade.open_rate, trade.is_short, decision) if decision else None
+            )
+        stop_price = self._stop_prices[trade.id]
+        if stop_price is None:
             return None  # the hard stoploss stays in force
-        # The oracle's stop is a price distance from entry; Freqtrade wants risk on margin,
-        # relative to the current rate. It only ever tightens the hard stop, never loosens it.
-        relative = stoploss_from_open(
-            -float(distance) * trade.leverage,
-            current_profit,
-            is_short=trade.is_short,
-            leverage=trade.leverage,
+        # Relative to the current rate, on margin. Freqtrade only ever tightens a stop, so this
+        # can never loosen the hard stoploss.
+        relative = stoploss_from_absolute(
+            stop_price, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
+
+
+def _stop_price(open_rate: float, is_short: bool, decision: dict[str, Any]) -> float | None:
+    distance = decision.get("stop_loss")
+    if not distance:
+        return None
+    return open_rate * (1 + distance) if is_short else open_rate * (1 - distance)
 
 
 _summaries: list[Oracle] = []
