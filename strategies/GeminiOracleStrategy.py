@@ -1,11 +1,13 @@
 """GeminiOracleStrategy: local pre-filter on 3m Bybit perpetuals, an LLM oracle confirms or vetoes.
 
 This file adapts Freqtrade to `llm_oracle` and nothing more: indicators and the candidate
-pre-filter are computed here, vectorised; every decision goes through `llm_oracle.Oracle`.
+pre-filter are computed here, vectorised; every decision goes through `llm_oracle.Oracle`, and
+every money rule's arithmetic lives in `llm_oracle.risk` (README, "Money rules").
 
-Pre-filter (documented in the README, thresholds hyperoptable, "buy" space):
+Pre-filter (thresholds hyperoptable, "buy" space):
   long  candidate: close above EMA200, MACD(6,12,9) line crosses above its signal on this candle,
-                   RSI(7) inside [rsi_long_min, rsi_long_max], volume >= volume_min x its mean.
+                   RSI(7) inside [rsi_long_min, rsi_long_max], volume >= volume_min x its mean,
+                   and the last `integrity_window` candles evenly spaced with volume (no gaps).
   short candidate: the mirror image (below EMA200, cross down, RSI in the short band).
 An entry needs a candidate AND an oracle decision for the same side with confidence >= the
 `min_confidence` parameter; `enter_tag` says which (`oracle_long`, `oracle_short`, or
@@ -16,16 +18,17 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import pandas_ta as pta
 import talib.abstract as ta
-from freqtrade.enums import RunMode
+from freqtrade.enums import ExitType, RunMode
 from freqtrade.exceptions import OperationalException
-from freqtrade.persistence import Order, Trade
+from freqtrade.persistence import Order, PairLocks, Trade
 from freqtrade.strategy import (
     DecimalParameter,
     IntParameter,
@@ -33,6 +36,7 @@ from freqtrade.strategy import (
     stoploss_from_absolute,
     timeframe_to_minutes,
     timeframe_to_prev_date,
+    timeframe_to_seconds,
 )
 
 from llm_oracle import (
@@ -44,6 +48,7 @@ from llm_oracle import (
     entry_requests,
     load_config,
     open_oracle,
+    risk,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,19 @@ _LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen w
 _ORACLE_STOP = "oracle_stop_loss"
 _ORACLE_TARGET = "oracle_take_profit"
 _ORACLE_CONFIDENCE = "oracle_confidence"
+_STOP_EXITS = {ExitType.STOP_LOSS.value, ExitType.TRAILING_STOP_LOSS.value, "stoploss_on_exchange"}
+
+
+class _TradeRisk(NamedTuple):
+    """Per-trade numbers the per-candle callbacks need, kept out of Freqtrade's slow store.
+
+    A NamedTuple, not a dataclass: Freqtrade imports strategy files without registering them in
+    sys.modules, which dataclasses need.
+    """
+
+    stop: float  # absolute price of the initial stop (tightest of oracle, ATR, hard)
+    atr: float  # absolute ATR at the signal candle, for the trailing stop
+    take_profit: float | None
 
 
 class GeminiOracleStrategy(IStrategy):
@@ -68,7 +86,9 @@ class GeminiOracleStrategy(IStrategy):
     # The hard floor: no trade is ever without this stop (risk on margin, Freqtrade convention).
     stoploss = -0.05
     use_custom_stoploss = True
-    minimal_roi = {"0": 0.015, "60": 0.008, "180": 0.004}
+    # Exits are the N x fee rule in custom_roi; the lower of the two wins, so this one is inert.
+    minimal_roi = {"0": 10.0}
+    use_custom_roi = True
     use_exit_signal = False
 
     rsi_long_min = IntParameter(30, 55, default=45, space="buy")
@@ -88,14 +108,26 @@ class GeminiOracleStrategy(IStrategy):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
+        try:
+            # Loaded here, not in bot_start: Freqtrade reads `protections` before bot_start.
+            self.money = risk.load_money_rules(config.get("money_rules"))
+        except OracleConfigError as exc:
+            raise OperationalException(str(exc)) from None
         self._oracle: Oracle | None = None
         self._oracle_enabled = True
         self._confirmed: dict[str, dict[datetime, dict[str, Any]]] = {}
-        self._stop_prices: dict[int, float | None] = {}
+        self._trade_risk: dict[int, _TradeRisk | None] = {}
+        self._last_exit: dict[str, tuple[float, bool, datetime]] = {}
+        self._day: datetime | None = None
+        self._day_start_equity = 0.0
+        self._day_pnl = 0.0
+        self._stop_streak = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
         self._ensure_oracle()
+        if not self._live:
+            _register_summary(self)
 
     def _ensure_oracle(self) -> Oracle | None:
         if self._oracle is not None or not self._oracle_enabled:
@@ -118,7 +150,6 @@ class GeminiOracleStrategy(IStrategy):
             self._oracle.backend.identity.model,
             self._oracle.journal.path,
         )
-        _register_summary(self._oracle)
         return self._oracle
 
     def bot_cleanup(self) -> None:
@@ -128,6 +159,32 @@ class GeminiOracleStrategy(IStrategy):
     @property
     def _live(self) -> bool:
         return self.config.get("runmode") in (RunMode.LIVE, RunMode.DRY_RUN)
+
+    @property
+    def _protections_on(self) -> bool:
+        # Same switch as Freqtrade's own protections: always live, opt-in for backtests.
+        return self._live or bool(self.config.get("enable_protections", False))
+
+    @property
+    def protections(self) -> list[dict[str, Any]]:
+        p = self.money.protections
+        out: list[dict[str, Any]] = []
+        if p.pair_cooldown_candles:
+            out.append(
+                {"method": "CooldownPeriod", "stop_duration_candles": p.pair_cooldown_candles}
+            )
+        if p.max_drawdown:
+            out.append(
+                {
+                    "method": "MaxDrawdown",
+                    "calculation_mode": "equity",
+                    "lookback_period_candles": p.drawdown_lookback_candles,
+                    "trade_limit": 1,
+                    "stop_duration_candles": p.drawdown_stop_candles,
+                    "max_allowed_drawdown": p.max_drawdown,
+                }
+            )
+        return out
 
     # --- indicators and candidates -----------------------------------------------------------
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
@@ -145,27 +202,33 @@ class GeminiOracleStrategy(IStrategy):
 
     def _candidates(self, df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         hist, prev_hist = df["macdhist"], df["macdhist"].shift(1)
-        volume_ok = df["volume_ratio"] >= self.volume_min.value
+        # Integrity shield: no entry from a window with a gap or a candle without trades.
+        clean = risk.clean_windows(
+            df["date"].to_numpy(),
+            df["volume"].to_numpy(dtype=float),
+            timeframe_to_seconds(self.timeframe),
+            self.money.integrity_window,
+        )
+        ok = (df["volume_ratio"] >= self.volume_min.value) & pd.Series(clean, index=df.index)
         long_c = (
             (df["close"] > df["ema200"])
             & (hist > 0)
             & (prev_hist <= 0)
             & df["rsi"].between(self.rsi_long_min.value, self.rsi_long_max.value)
-            & volume_ok
-            & (df["volume"] > 0)
+            & ok
         )
         short_c = (
             (df["close"] < df["ema200"])
             & (hist < 0)
             & (prev_hist >= 0)
             & df["rsi"].between(self.rsi_short_min.value, self.rsi_short_max.value)
-            & volume_ok
-            & (df["volume"] > 0)
+            & ok
         )
         return long_c.fillna(False), short_c.fillna(False)
 
     # --- entries -------------------------------------------------------------------------------
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        pair = metadata["pair"]
         long_c, short_c = self._candidates(dataframe)
         dataframe["candidate"] = np.select([long_c, short_c], [1, -1], default=0)
         # Explicit dtypes: pandas gives a void dtype to columns created by an empty assignment,
@@ -177,8 +240,10 @@ class GeminiOracleStrategy(IStrategy):
             dataframe[col] = np.nan
         oracle = self._ensure_oracle()
         if oracle is None:
-            self._mark_entries(dataframe, np.flatnonzero(long_c), Side.LONG, "prefilter_long")
-            self._mark_entries(dataframe, np.flatnonzero(short_c), Side.SHORT, "prefilter_short")
+            for side, mask in ((Side.LONG, long_c), (Side.SHORT, short_c)):
+                rows = np.flatnonzero(mask.to_numpy()).tolist()
+                self._remember(pair, dataframe, rows, [None] * len(rows))
+                self._mark_entries(dataframe, rows, side, f"prefilter_{side.value}")
             return dataframe
 
         rows = np.flatnonzero((long_c | short_c).to_numpy())
@@ -193,7 +258,7 @@ class GeminiOracleStrategy(IStrategy):
             dataframe,
             rows.tolist(),
             sides,
-            self._fees(metadata["pair"]),
+            self._fees(pair),
             timeframe=self.timeframe,
             n_candles=oracle.config.prompt_candles,
         )
@@ -218,9 +283,7 @@ class GeminiOracleStrategy(IStrategy):
         dataframe[_ORACLE_CONFIDENCE] = conf
         dataframe[_ORACLE_STOP] = stop
         dataframe[_ORACLE_TARGET] = target
-        self._remember(
-            metadata["pair"], dataframe, [r for r, _ in confirmed], [d for _, d in confirmed]
-        )
+        self._remember(pair, dataframe, [r for r, _ in confirmed], [d for _, d in confirmed])
         self._mark_entries(dataframe, enter_rows["long"], Side.LONG, "oracle_long")
         self._mark_entries(dataframe, enter_rows["short"], Side.SHORT, "oracle_short")
         return dataframe
@@ -232,7 +295,7 @@ class GeminiOracleStrategy(IStrategy):
         df.loc[index, "enter_tag"] = tag
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        # Exits come from ROI, stops and (later) the oracle's exit review, not from signals.
+        # Exits come from the fee rule (custom_roi) and the stops, not from signals.
         return dataframe
 
     def _fees(self, pair: str) -> Fees:
@@ -241,35 +304,217 @@ class GeminiOracleStrategy(IStrategy):
         maker = float((market or {}).get("maker") or taker)
         return Fees(maker=maker, taker=taker)
 
-    # --- the oracle's stop, carried on the trade ---------------------------------------------
-    def _remember(self, pair: str, df: pd.DataFrame, rows: list[int], decisions: list[Any]) -> None:
-        """Keep confirmed decisions by signal candle, so a fill finds its stop in O(1)."""
-        confirmed = self._confirmed.setdefault(pair, {})
-        dates = df["date"].to_numpy()
-        for row, decision in zip(rows, decisions, strict=True):
-            confirmed[pd.Timestamp(dates[row]).to_pydatetime()] = {
-                "stop_loss": decision.stop_loss,
-                "take_profit": decision.take_profit,
-                "confidence": decision.confidence,
-            }
-        if self._live and len(confirmed) > _LIVE_MEMORY:
-            for stale in sorted(confirmed)[:-_LIVE_MEMORY]:
-                del confirmed[stale]
+    def _round_trip_fee(self, pair: str) -> float:
+        # Sizing must assume the worse of the configured backtest fee and the market's taker fee.
+        return 2 * max(float(self.config.get("fee") or 0.0), self._fees(pair).taker)
 
+    # --- what was decided at the signal candle ---------------------------------------------
+    def _remember(self, pair: str, df: pd.DataFrame, rows: list[int], decisions: list[Any]) -> None:
+        """Keep confirmed entries by signal candle, so later callbacks find them in O(1)."""
+        memory = self._confirmed.setdefault(pair, {})
+        dates = df["date"].to_numpy()
+        atr = df["atr"].to_numpy(dtype=float)
+        close = df["close"].to_numpy(dtype=float)
+        k = self.money.atr_stop_multiplier
+        for row, decision in zip(rows, decisions, strict=True):
+            memory[pd.Timestamp(dates[row]).to_pydatetime()] = {
+                "stop_loss": decision.stop_loss if decision else None,
+                "take_profit": decision.take_profit if decision else None,
+                "confidence": decision.confidence if decision else None,
+                "atr": float(atr[row]),
+                "atr_stop": float(k * atr[row] / close[row]),
+            }
+        if self._live and len(memory) > _LIVE_MEMORY:
+            for stale in sorted(memory)[:-_LIVE_MEMORY]:
+                del memory[stale]
+
+    def _decision_at(self, pair: str, entry_time: datetime) -> dict[str, Any] | None:
+        """The remembered decision for an entry at `entry_time` (its signal is one candle back)."""
+        signal = timeframe_to_prev_date(self.timeframe, entry_time) - timedelta(
+            minutes=timeframe_to_minutes(self.timeframe)
+        )
+        return self._confirmed.get(pair, {}).get(signal)
+
+    def _initial_distance(self, decision: dict[str, Any] | None, leverage: float) -> float:
+        decision = decision or {}
+        return risk.initial_stop_distance(
+            decision.get("stop_loss"), decision.get("atr_stop"), self.stoploss, leverage
+        )
+
+    # --- sizing, leverage, entry gate -------------------------------------------------------
+    def leverage(
+        self,
+        pair: str,
+        current_time: datetime,
+        current_rate: float,
+        proposed_leverage: float,
+        max_leverage: float,
+        entry_tag: str | None,
+        side: str,
+        **kwargs: Any,
+    ) -> float:
+        decision = self._decision_at(pair, current_time) or {}
+        return risk.leverage_for(decision.get("confidence") or 0.0, self.money, max_leverage)
+
+    def custom_stake_amount(
+        self,
+        pair: str,
+        current_time: datetime,
+        current_rate: float,
+        proposed_stake: float,
+        min_stake: float | None,
+        max_stake: float,
+        leverage: float,
+        entry_tag: str | None,
+        side: str,
+        **kwargs: Any,
+    ) -> float:
+        distance = self._initial_distance(self._decision_at(pair, current_time), leverage)
+        equity = self.wallets.get_total_stake_amount() if self.wallets else proposed_stake
+        sized = risk.risk_sized_stake(
+            equity, self.money.risk_per_trade, leverage, distance, self._round_trip_fee(pair)
+        )
+        stake = min(proposed_stake, max_stake, sized)
+        if min_stake and stake < min_stake:
+            logger.info("%s: risk-sized stake %.2f is below the minimum; no entry", pair, stake)
+            return 0.0
+        return stake
+
+    def confirm_trade_entry(
+        self,
+        pair: str,
+        order_type: str,
+        amount: float,
+        rate: float,
+        time_in_force: str,
+        current_time: datetime,
+        entry_tag: str | None,
+        side: str,
+        **kwargs: Any,
+    ) -> bool:
+        trade_side = Side(side)
+        last = self._last_exit.get(pair)
+        if last and not risk.reentry_allowed(trade_side, rate, *last, current_time, self.money):
+            logger.info("%s: %s re-entry refused at %s (exit was %s)", pair, side, rate, last[0])
+            return False
+        if self._live and self._stale(pair, current_time):
+            logger.warning("%s: latest candle is stale; no entry", pair)
+            return False
+        decision = self._decision_at(pair, current_time)
+        lev = risk.leverage_for((decision or {}).get("confidence") or 0.0, self.money, 100)
+        fee = self._round_trip_fee(pair)
+        new_risk = amount * rate * (self._initial_distance(decision, lev) + fee)
+        open_risk = sum(
+            risk.open_trade_risk(
+                t.amount,
+                t.open_rate,
+                t.stop_loss,
+                Side.SHORT if t.is_short else Side.LONG,
+                fee,
+            )
+            for t in Trade.get_trades_proxy(is_open=True)
+        )
+        equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
+        if open_risk + new_risk > self.money.max_open_risk * equity:
+            logger.info(
+                "%s: open risk %.2f + %.2f would exceed %.0f%% of equity %.2f; no entry",
+                pair,
+                open_risk,
+                new_risk,
+                self.money.max_open_risk * 100,
+                equity,
+            )
+            return False
+        return True
+
+    def _stale(self, pair: str, now: datetime) -> bool:
+        df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
+        if df is None or df.empty:
+            return True
+        age = now - df["date"].iloc[-1].to_pydatetime()
+        limit = timedelta(minutes=timeframe_to_minutes(self.timeframe))
+        return age > limit * (self.money.max_candle_age_candles + 1)
+
+    # --- fills: the trade's own stop, and the ledger behind the loss locks --------------------
     def order_filled(
         self, pair: str, trade: Trade, order: Order, current_time: datetime, **kwargs: Any
     ) -> None:
-        if order.ft_order_side != trade.entry_side or trade.nr_of_successful_entries != 1:
+        if order.ft_order_side == trade.entry_side:
+            if trade.nr_of_successful_entries == 1:
+                self._on_entry(pair, trade)
+        elif order.safe_filled and order.safe_filled >= trade.amount * 0.999:
+            self._on_exit(pair, trade, order, current_time)
+
+    def _on_entry(self, pair: str, trade: Trade) -> None:
+        decision = self._decision_at(pair, trade.open_date_utc)
+        if decision is None:
             return
-        # The signal candle is the one before the candle the entry filled in.
-        signal_date = timeframe_to_prev_date(self.timeframe, trade.open_date_utc) - timedelta(
-            minutes=timeframe_to_minutes(self.timeframe)
+        # One write: Freqtrade's custom-data store is slow per call and persists in dry/live.
+        trade.set_custom_data(_ORACLE_KEY, decision)
+        self._trade_risk[trade.id] = self._risk_from(trade, decision)
+
+    def _risk_from(self, trade: Trade, decision: dict[str, Any]) -> _TradeRisk:
+        side = Side.SHORT if trade.is_short else Side.LONG
+        distance = self._initial_distance(decision, trade.leverage)
+        return _TradeRisk(
+            stop=risk.stop_price(trade.open_rate, distance, side),
+            atr=float(decision.get("atr") or 0.0),
+            take_profit=decision.get("take_profit"),
         )
-        decision = self._confirmed.get(pair, {}).get(signal_date)
-        if decision is not None:
-            # One write: Freqtrade's custom-data store is slow per call and persists in dry/live.
-            trade.set_custom_data(_ORACLE_KEY, decision)
-            self._stop_prices[trade.id] = _stop_price(trade.open_rate, trade.is_short, decision)
+
+    def _on_exit(self, pair: str, trade: Trade, order: Order, now: datetime) -> None:
+        profit = trade.calc_profit(rate=order.safe_price, amount=order.safe_filled)
+        self._last_exit[pair] = (order.safe_price, profit > 0, now)
+        if not self._protections_on:
+            return
+        p = self.money.protections
+        self._roll_day(now)
+        self._day_pnl += profit
+        if p.daily_loss and self._day_pnl <= -p.daily_loss * self._day_start_equity:
+            assert self._day is not None
+            reason = f"daily loss limit {p.daily_loss:.0%} reached"
+            _lock_all(now, self._day + timedelta(days=1), reason)
+        reason = order.ft_order_tag or trade.exit_reason or ""
+        self._stop_streak = self._stop_streak + 1 if reason in _STOP_EXITS and profit < 0 else 0
+        if p.consecutive_stoplosses and self._stop_streak >= p.consecutive_stoplosses:
+            until = now + timedelta(hours=p.stoploss_pause_hours)
+            _lock_all(now, until, f"{self._stop_streak} consecutive stop-losses: pause")
+            self._stop_streak = 0
+
+    def _roll_day(self, now: datetime) -> None:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day != self._day:
+            self._day = day
+            self._day_pnl = 0.0
+            # Equity at the first exit of the day, before that exit: what the 5% is measured on.
+            self._day_start_equity = self.wallets.get_total_stake_amount() if self.wallets else 0
+
+    # --- exits ---------------------------------------------------------------------------------
+    def _risk_of(self, trade: Trade) -> _TradeRisk | None:
+        if trade.id not in self._trade_risk:  # e.g. after a restart: read what was persisted
+            decision = trade.get_custom_data(_ORACLE_KEY)
+            self._trade_risk[trade.id] = self._risk_from(trade, decision) if decision else None
+        return self._trade_risk[trade.id]
+
+    def custom_roi(
+        self,
+        pair: str,
+        trade: Trade,
+        current_time: datetime,
+        trade_duration: int,
+        entry_tag: str | None,
+        side: str,
+        **kwargs: Any,
+    ) -> float | None:
+        info = self._risk_of(trade)
+        return risk.roi_ratio(
+            self.money,
+            trade.fee_open,
+            trade.fee_close if trade.fee_close is not None else trade.fee_open,
+            trade.leverage,
+            info.take_profit if info else None,
+            Side(side),
+        )
 
     def custom_stoploss(
         self,
@@ -281,39 +526,67 @@ class GeminiOracleStrategy(IStrategy):
         after_fill: bool,
         **kwargs: Any,
     ) -> float | None:
-        if trade.id not in self._stop_prices:  # e.g. after a restart: read what was persisted
-            decision = trade.get_custom_data(_ORACLE_KEY)
-            self._stop_prices[trade.id] = (
-                _stop_price(trade.open_rate, trade.is_short, decision) if decision else None
-            )
-        stop_price = self._stop_prices[trade.id]
-        if stop_price is None:
+        info = self._risk_of(trade)
+        if info is None:
             return None  # the hard stoploss stays in force
+        side = Side.SHORT if trade.is_short else Side.LONG
+        stop = info.stop
+        fee_ratio = (trade.fee_open + (trade.fee_close or trade.fee_open)) * trade.leverage
+        trail_from = self.money.trailing_start_fee_multiple * fee_ratio
+        if info.atr > 0 and current_profit >= trail_from:
+            trail = risk.trailing_price(
+                current_rate, info.atr, self.money.trailing_atr_multiplier, side
+            )
+            stop = risk.tighter(stop, trail, side)
+        stop = risk.respect_liquidation(
+            stop, trade.liquidation_price, self.money.liquidation_buffer, side
+        )
         # Relative to the current rate, on margin. Freqtrade only ever tightens a stop, so this
         # can never loosen the hard stoploss.
         relative = stoploss_from_absolute(
-            stop_price, current_rate, is_short=trade.is_short, leverage=trade.leverage
+            stop, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
 
 
-def _stop_price(open_rate: float, is_short: bool, decision: dict[str, Any]) -> float | None:
-    distance = decision.get("stop_loss")
-    if not distance:
-        return None
-    return open_rate * (1 + distance) if is_short else open_rate * (1 - distance)
+def _lock_all(now: datetime, until: datetime, reason: str) -> None:
+    """Block entries on every pair from `now` (candle time in backtests) until `until`.
+
+    Freqtrade rounds a lock's end up to the next candle; one second earlier lands exactly on
+    `until` when it is a candle boundary (midnight for the daily loss).
+    """
+    PairLocks.lock_pair("*", until - timedelta(seconds=1), reason, now=now)
 
 
-_summaries: list[Oracle] = []
+_summaries: list[GeminiOracleStrategy] = []
 
 
-def _register_summary(oracle: Oracle) -> None:
-    """Print what the oracle did when a backtest ends (Freqtrade has no end-of-backtest hook)."""
+def _register_summary(strategy: GeminiOracleStrategy) -> None:
+    """Print what the oracle and the protections did when a backtest ends.
+
+    Freqtrade has no end-of-backtest hook and its report does not list locks, so this runs at
+    interpreter exit (lookahead-analysis creates several strategies: one line each).
+    """
     if not _summaries:
         atexit.register(_print_summaries)
-    _summaries.append(oracle)
+    _summaries.append(strategy)
 
 
 def _print_summaries() -> None:
-    for oracle in _summaries:
-        print(oracle.stats.summary(), flush=True)
+    for strategy in _summaries:
+        oracle = strategy._oracle
+        print(oracle.stats.summary() if oracle else "oracle: disabled", flush=True)
+    if _summaries and _summaries[-1]._protections_on:
+        reasons = Counter(_lock_kind(lock.reason or "") for lock in PairLocks.get_all_locks())
+        listed = ", ".join(f"{kind} {n}" for kind, n in sorted(reasons.items())) or "none"
+        print(f"locks: {listed}", flush=True)
+
+
+def _lock_kind(reason: str) -> str:
+    text = reason.lower()
+    if " passed " in text:  # Freqtrade's MaxDrawdown: "<dd> passed <max> in <lookback>"
+        return "max drawdown"
+    for kind in ("daily loss", "consecutive stop-losses", "cooldown"):
+        if kind in text:
+            return kind
+    return reason

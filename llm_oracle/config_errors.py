@@ -1,0 +1,38 @@
+"""Turn pydantic validation errors into one line per problem, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+def format_errors(section: str, exc: Exception, model: type[BaseModel]) -> str:
+    if not isinstance(exc, ValidationError):
+        return f"invalid '{section}' config: {exc}"
+    problems = [_describe(section, err, model) for err in exc.errors()]
+    return f"invalid '{section}' config:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _describe(section: str, err: Any, model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in (section, *err["loc"]))
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(model, err["loc"][:-1])
+        allowed = ", ".join(owner.model_fields) if owner else "see README"
+        return f"{loc}: unknown key; allowed keys: {allowed}"
+    if err["type"] == "enum":
+        return f"{loc}: {value!r} is not allowed; allowed values: {err['ctx']['expected']}"
+    if err["type"] == "model_type" and not err["loc"]:
+        return f"{section}: must be an object, got {type(value).__name__}"
+    return f"{loc}: {err['msg']} (got {value!r})"
+
+
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
