@@ -174,3 +174,11 @@ def test_money_rules_config_errors_name_the_key() -> None:
         load_money_rules({"leverage_tiers": [[0.5, 2], [0.9, 3]]})
     assert load_money_rules(None) == MoneyRules()
     assert load_money_rules({"protections": {"daily_loss": None}}).protections.daily_loss is None
+
+
+def test_shipped_config_states_the_defaults() -> None:
+    import json
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "config.json").read_text())
+    assert load_money_rules(shipped["money_rules"]) == MoneyRules()
