@@ -3,7 +3,13 @@
 Plain Python, no Freqtrade import: the strategy in `strategies/` adapts Freqtrade to this package.
 """
 
-from llm_oracle.backends import Backend, BackendIdentity, BackendResult, build_backend
+from llm_oracle.backends import (
+    Backend,
+    BackendIdentity,
+    BackendResult,
+    GeminiBackend,
+    build_backend,
+)
 from llm_oracle.config import OracleConfig, OracleConfigError, load_config
 from llm_oracle.features import entry_requests, exit_review_request
 from llm_oracle.journal import Journal, JournalError
@@ -20,6 +26,7 @@ from llm_oracle.models import (
     Side,
 )
 from llm_oracle.oracle import Oracle, OracleStats, Outcome, open_oracle
+from llm_oracle.progress import Progress
 from llm_oracle.prompt import PROMPT_VERSION, decision_key, render
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "DecisionSource",
     "ErrorKind",
     "Fees",
+    "GeminiBackend",
     "Journal",
     "JournalEntry",
     "JournalError",
@@ -42,6 +50,7 @@ __all__ = [
     "OracleStats",
     "Outcome",
     "Position",
+    "Progress",
     "Purpose",
     "Side",
     "build_backend",

@@ -1,18 +1,28 @@
-"""`llm-oracle` command line: inspect the journal and check a config without starting Freqtrade.
+"""`llm-oracle` command line: record decisions over history, inspect the journal, check a config.
 
 Configs are merged like Freqtrade's: repeated `--config` files, later ones deep-merged over earlier.
+
+`record` runs `freqtrade backtesting` as a subprocess (this package never imports Freqtrade) with
+an extra overlay that turns the oracle into a recorder: replay from the journal, call the source
+backend on a miss, progress bar on stderr. The journal commits every answer as it arrives, so an
+interrupted recording (Ctrl-C, kill -9) re-run with the same arguments asks only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from llm_oracle.config import OracleConfig, OracleConfigError, load_config
+from llm_oracle.backends.gemini import API_KEY_ENV, api_key_from_env
+from llm_oracle.config import BackendName, OracleConfig, OracleConfigError, load_config
 from llm_oracle.journal import Journal, JournalError
 
 
@@ -36,10 +46,15 @@ def load_freqtrade_config(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
-def _oracle_config(args: argparse.Namespace) -> tuple[OracleConfig, Path]:
+def _oracle_config(
+    args: argparse.Namespace, overlay: dict[str, Any] | None = None
+) -> tuple[OracleConfig, Path]:
     raw = load_freqtrade_config(args.config)
+    block = raw.get("llm_oracle")
+    if overlay is not None:
+        block = deep_merge(block if isinstance(block, dict) else {}, overlay)
     try:
-        cfg = load_config(raw.get("llm_oracle"))
+        cfg = load_config(block)
     except OracleConfigError as exc:
         raise SystemExit(f"llm-oracle: {exc}") from None
     user_data = Path(args.userdir or raw.get("user_data_dir") or "user_data")
@@ -54,6 +69,12 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+_STATS_SQL = (
+    "SELECT backend, model, substr(created_at, 1, 10), error_kind, prompt_tokens, output_tokens, "
+    "thinking_tokens, cached_tokens, cost_usd, latency_ms, attempts FROM decisions"
+)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     _, path = _oracle_config(args)
     try:
@@ -62,35 +83,139 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"llm-oracle: {exc}", file=sys.stderr)
         return 2
     with journal:
-        rows = journal.query(
-            "SELECT backend, model, substr(created_at, 1, 10), error_kind, prompt_tokens, "
-            "output_tokens, thinking_tokens, cost_usd, latency_ms FROM decisions"
-        )
-    print(f"journal {path}: {len(rows)} rows")
+        rows = journal.query(_STATS_SQL)
+    answers = sum(1 for r in rows if r[3] is None)
+    print(f"journal {path}: {len(rows)} rows, {answers} answers, {len(rows) - answers} failed")
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in rows:
         groups.setdefault((f"{row[0]}/{row[1]}", "all days"), []).append(row)
         groups.setdefault((f"{row[0]}/{row[1]}", str(row[2])), []).append(row)
-    header = (
-        f"{'backend/model':<28}{'day':<12}{'decisions':>10}{'errors':>8}{'tokens':>10}"
-        f"{'USD':>10}{'p50 ms':>9}{'p95 ms':>9}"
+    print(
+        f"{'backend/model':<34}{'day':<12}{'answers':>8}{'failed':>7}{'requests':>9}"
+        f"{'tokens':>11}{'cached':>9}{'USD':>10}{'p50 ms':>9}{'p95 ms':>9}"
     )
-    print(header)
     for (name, day), items in sorted(groups.items()):
-        ok = [r for r in items if r[3] is None]
-        latencies = sorted(float(r[8]) for r in items)
+        ok = sum(1 for r in items if r[3] is None)
+        # Latency of real calls only: local refusals (budget, circuit) answer in no time.
+        latencies = sorted(float(r[9]) for r in items if int(r[10]) > 0)
         tokens = sum(int(r[4]) + int(r[5]) + int(r[6]) for r in items)
         print(
-            f"{name:<28}{day:<12}{len(ok):>10}{len(items) - len(ok):>8}{tokens:>10}"
-            f"{sum(float(r[7]) for r in items):>10.4f}{_percentile(latencies, 50):>9.1f}"
+            f"{name:<34}{day:<12}{ok:>8}{len(items) - ok:>7}{sum(int(r[10]) for r in items):>9}"
+            f"{tokens:>11}{sum(int(r[7]) for r in items):>9}"
+            f"{sum(float(r[8]) for r in items):>10.4f}{_percentile(latencies, 50):>9.1f}"
             f"{_percentile(latencies, 95):>9.1f}"
         )
-    errors: dict[str, int] = {}
+    by_model: dict[str, dict[str, int]] = {}
     for row in rows:
         if row[3] is not None:
-            errors[str(row[3])] = errors.get(str(row[3]), 0) + 1
-    print("errors by kind:", ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none")
+            kinds = by_model.setdefault(f"{row[0]}/{row[1]}", {})
+            kinds[str(row[3])] = kinds.get(str(row[3]), 0) + 1
+    totals: dict[str, int] = {}
+    for kinds in by_model.values():
+        for kind, n in kinds.items():
+            totals[kind] = totals.get(kind, 0) + n
+    print("errors by kind:", _kinds(totals))
+    for name, kinds in sorted(by_model.items()):
+        print(f"  {name}: {_kinds(kinds)}")
+    print("cache hits are not journaled: see the 'oracle: ...' line a backtest prints")
     return 0
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def freqtrade_executable() -> str:
+    """`freqtrade` of this interpreter's environment, else the first on PATH."""
+    beside = Path(sys.executable).with_name("freqtrade")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("freqtrade")
+    if found is None:
+        raise SystemExit("llm-oracle: no freqtrade executable next to Python or on PATH")
+    return found
+
+
+def record_overlay(config: OracleConfig) -> dict[str, Any]:
+    """The `llm_oracle` settings that turn a backtest into a recording of the source backend."""
+    source = config.replay.source if config.backend is BackendName.REPLAY else config.backend
+    return {
+        "backend": BackendName.REPLAY.value,
+        "replay": {"source": source.value, "on_miss": f"call:{source.value}"},
+        "recording": True,
+        "progress": True,
+    }
+
+
+def _journal_mark(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with Journal(path, create=False) as journal:
+        return int(journal.query("SELECT COALESCE(MAX(id), 0) FROM decisions")[0][0])  # type: ignore[arg-type]
+
+
+def _recorded_since(path: Path, mark: int) -> str:
+    if not path.exists():
+        return "nothing recorded"
+    with Journal(path, create=False) as journal:
+        rows = journal.query(
+            "SELECT error_kind, attempts, prompt_tokens + output_tokens + thinking_tokens, "
+            "cost_usd FROM decisions WHERE id > ?",
+            (mark,),
+        )
+    answers = sum(1 for r in rows if r[0] is None)
+    errors: dict[str, int] = {}
+    for row in rows:
+        if row[0] is not None:
+            errors[str(row[0])] = errors.get(str(row[0]), 0) + 1
+    return (
+        f"{answers} decisions recorded, {len(rows) - answers} failed ({_kinds(errors)}), "
+        f"{sum(int(r[1]) for r in rows)} calls, {sum(int(r[2]) for r in rows)} tokens, "
+        f"${sum(float(r[3]) for r in rows):.4f}"
+    )
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    base, _ = _oracle_config(args)
+    overlay = record_overlay(base)
+    cfg, journal_path = _oracle_config(args, overlay)
+    if cfg.replay.source is BackendName.GEMINI and api_key_from_env() is None:
+        print(
+            f"llm-oracle: recording Gemini needs an API key: set {' or '.join(API_KEY_ENV)}",
+            file=sys.stderr,
+        )
+        return 2
+    mark = _journal_mark(journal_path)
+    with tempfile.TemporaryDirectory(prefix="llm-oracle-record-") as tmp:
+        overlay_path = Path(tmp) / "record-overlay.json"
+        overlay_path.write_text(json.dumps({"llm_oracle": overlay}, indent=1), encoding="utf-8")
+        command = [freqtrade_executable(), "backtesting"]
+        for path in (*args.config, overlay_path):
+            command += ["--config", str(path)]
+        command += ["--timerange", args.timerange, "--cache", "none", "--export", "none"]
+        if args.userdir:
+            # Freqtrade refuses a missing user directory; these are the parts a backtest needs.
+            for sub in ("backtest_results", "logs", "data"):
+                (Path(args.userdir) / sub).mkdir(parents=True, exist_ok=True)
+            command += ["--userdir", str(args.userdir)]
+        if args.datadir:
+            command += ["--datadir", str(args.datadir)]
+        command += list(args.freqtrade_args)
+        print(f"llm-oracle record: {' '.join(command)}", file=sys.stderr, flush=True)
+        proc = subprocess.Popen(command)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # the child got the same Ctrl-C; let it finish its exit
+            code = proc.wait()
+            code = code or 130
+    print(f"llm-oracle record: {_recorded_since(journal_path, mark)}; journal {journal_path}")
+    if code != 0:
+        print(
+            f"llm-oracle record: freqtrade exited with {code}; run the same command again to "
+            "continue (answers already recorded are not asked again)",
+            file=sys.stderr,
+        )
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -105,12 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("stats", cmd_stats, "calls, errors, tokens, USD and latency from the journal"),
         ("check-config", cmd_check_config, "validate the llm_oracle block"),
+        ("record", cmd_record, "record the source backend's decisions over a timerange"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", "-c", action="append", type=Path, required=True)
         p.add_argument("--userdir", type=Path, default=None)
         p.set_defaults(func=func)
+        if name == "record":
+            p.add_argument("--timerange", required=True, type=_timerange, help="YYYYMMDD-YYYYMMDD")
+            p.add_argument("--datadir", type=Path, default=None)
+            p.add_argument(
+                "freqtrade_args", nargs="*", help="after --: passed to freqtrade backtesting"
+            )
     return parser
+
+
+def _timerange(value: str) -> str:
+    if not re.fullmatch(r"(\d{8})?-(\d{8})?", value) or value == "-":
+        raise argparse.ArgumentTypeError(f"{value!r} is not YYYYMMDD-YYYYMMDD")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llm_oracle.config_errors import format_errors
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +22,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 class BackendName(StrEnum):
     RULES = "rules"
     REPLAY = "replay"
+    GEMINI = "gemini"
 
 
 class FallbackPolicy(StrEnum):
@@ -79,6 +82,154 @@ class RulesConfig(BaseModel):
         return self
 
 
+class RetryConfig(BaseModel):
+    """Retries of one decision on 429 / 5xx / transport errors, always inside `timeout_s`."""
+
+    model_config = _STRICT
+    max_retries: int = Field(default=3, ge=0, le=10)
+    initial_backoff_s: float = Field(default=0.5, gt=0, le=60)
+    max_backoff_s: float = Field(default=8.0, gt=0, le=300)
+    jitter: float = Field(default=0.25, ge=0, le=1, description="random +- fraction of a delay")
+
+
+class BudgetConfig(BaseModel):
+    """Daily (UTC) spending caps, counted from the journal so a restart does not reset them.
+
+    null = no cap. Requests are checked before they are sent, so one day may overshoot by what
+    the calls already in flight (at most `limits.concurrency`) cost.
+    """
+
+    model_config = _STRICT
+    daily_calls: int | None = Field(default=2000, ge=1, description="requests incl. retries")
+    daily_tokens: int | None = Field(default=5_000_000, ge=1)
+    daily_usd: float | None = Field(default=5.0, gt=0)
+
+
+class BreakerConfig(BaseModel):
+    """After `failures` consecutive failed calls, stop calling for `cooldown_s`, then try one."""
+
+    model_config = _STRICT
+    failures: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=60.0, gt=0, le=86400)
+
+
+class LimitsConfig(BaseModel):
+    model_config = _STRICT
+    concurrency: int = Field(default=4, ge=1, le=256, description="decisions in flight")
+    rpm: int = Field(default=60, ge=1, le=100_000, description="requests per minute, retries too")
+    rpm_burst: int = Field(default=4, ge=1, le=10_000, description="requests sent back to back")
+    budget: BudgetConfig = BudgetConfig()
+    breaker: BreakerConfig = BreakerConfig()
+
+
+class ModelPrice(BaseModel):
+    """USD per 1M tokens. Thinking tokens are billed as output."""
+
+    model_config = _STRICT
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0, description="null = input price")
+
+
+class StopBounds(BaseModel):
+    """Sane range of an LLM's stop_loss: within [atr_min, atr_max] x ATR and [min, max].
+
+    Below half an ATR a stop is inside one candle's noise; beyond ten it risks more than the
+    sizing rules assume. The absolute bounds hold whatever the ATR says.
+    """
+
+    model_config = _STRICT
+    atr_min: float = Field(default=0.5, gt=0, le=10)
+    atr_max: float = Field(default=10.0, gt=0, le=100)
+    min: float = Field(default=0.001, ge=0.0005, le=0.1)
+    max: float = Field(default=0.1, ge=0.001, le=0.25)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.atr_min > self.atr_max or self.min > self.max:
+            raise ValueError("stop_bounds: atr_min must not exceed atr_max, nor min exceed max")
+        return self
+
+
+class ThinkingLevel(StrEnum):
+    MINIMAL = "minimal"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+# Published list prices (USD per 1M tokens, text, standard tier) when this was written. Check
+# https://ai.google.dev/pricing and override `gemini.prices` when they change.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gemini-3-flash-preview": ModelPrice(input=0.50, output=3.00, cached_input=0.05),
+    "gemini-2.5-flash": ModelPrice(input=0.30, output=2.50, cached_input=0.03),
+    "gemini-2.5-flash-lite": ModelPrice(input=0.10, output=0.40, cached_input=0.01),
+}
+
+
+class GeminiConfig(BaseModel):
+    """The Gemini backend. Model ids change often: `model` is configurable, with its price."""
+
+    model_config = _STRICT
+    model: str = Field(default="gemini-3-flash-preview", min_length=1)
+    base_url: str | None = Field(default=None, description="null = Google's endpoint")
+    api_version: Literal["v1beta"] = "v1beta"  # systemInstruction/responseSchema/thinking need it
+    # Google recommends the default 1.0 for Gemini 3 (lower values can loop); the seed and the
+    # journal, not the temperature, are what make a backtest reproducible.
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    seed: int | None = 42
+    max_output_tokens: int = Field(default=2048, ge=64, le=65_536, description="incl. thinking")
+    thinking_level: ThinkingLevel | None = ThinkingLevel.LOW
+    thinking_budget: int | None = Field(default=None, ge=-1, le=32_768, description="2.5 models")
+    retry: RetryConfig = RetryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    stop_bounds: StopBounds = StopBounds()
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        # Entries given in config add to or replace the shipped ones; they never drop them.
+        if isinstance(value, dict):
+            return {**DEFAULT_PRICES, **value}
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.thinking_level is not None and self.thinking_budget is not None:
+            raise ValueError(
+                "set gemini.thinking_level (Gemini 3) or gemini.thinking_budget (2.5), not both; "
+                "set the other to null"
+            )
+        if self.model not in self.prices:
+            raise ValueError(
+                f"gemini.prices has no entry for model {self.model!r} (known: "
+                f"{', '.join(sorted(self.prices))}); add its USD per 1M input/output tokens"
+            )
+        return self
+
+    @property
+    def price(self) -> ModelPrice:
+        return self.prices[self.model]
+
+
+class ExitReviewConfig(BaseModel):
+    """The oracle's review of open trades (custom_exit): once per trade per due candle."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    min_candles: int = Field(default=10, ge=1, description="first review after this many candles")
+    every_candles: int = Field(default=5, ge=1, description="then every this many candles")
+    min_confidence: float = Field(default=0.6, ge=0, le=1, description="to act on an 'exit'")
+
+
 class OracleConfig(BaseModel):
     model_config = _STRICT
     enabled: bool = Field(default=True, description="false = pre-filter only, no oracle")
@@ -91,6 +242,13 @@ class OracleConfig(BaseModel):
     prompt_candles: int = Field(default=24, ge=4, le=200)
     replay: ReplayConfig = ReplayConfig()
     rules: RulesConfig = RulesConfig()
+    gemini: GeminiConfig = GeminiConfig()
+    exit_review: ExitReviewConfig = ExitReviewConfig()
+    # Set by `llm-oracle record`. Live, a batch answers within timeout_s and requests still
+    # waiting for a rate-limit or concurrency slot then get the fallback; recording over history,
+    # every request waits for its slot and only the call itself is bounded by timeout_s.
+    recording: bool = False
+    progress: bool = Field(default=False, description="progress bar on stderr (or env)")
 
     def resolved_journal_path(self, user_data_dir: Path) -> Path:
         path = self.journal_path.expanduser()
@@ -109,30 +267,4 @@ def load_config(raw: dict[str, Any] | None, *, section: str = "llm_oracle") -> O
     try:
         return OracleConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(section, err) for err in exc.errors()]
-        raise OracleConfigError(
-            f"invalid '{section}' config:\n" + "\n".join(f"  - {p}" for p in problems)
-        ) from None
-
-
-def _describe(section: str, err: Any) -> str:
-    loc = ".".join(str(p) for p in (section, *err["loc"]))
-    value = err.get("input")
-    if err["type"] == "extra_forbidden":
-        owner = _model_at(err["loc"][:-1])
-        allowed = ", ".join(owner.model_fields) if owner else "see README"
-        return f"{loc}: unknown key; allowed keys: {allowed}"
-    if err["type"] == "enum":
-        return f"{loc}: {value!r} is not allowed; allowed values: {err['ctx']['expected']}"
-    return f"{loc}: {err['msg']} (got {value!r})"
-
-
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = OracleConfig
-    for part in path:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
+        raise OracleConfigError(format_errors(section, exc, OracleConfig)) from None

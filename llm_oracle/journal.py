@@ -6,7 +6,10 @@ Design choices, and why:
   are kept as extra rows for the audit trail but are never served as answers, so a transient error
   is retried next time instead of being cached forever.
 - `PRAGMA application_id` marks the file as ours and `user_version` holds the schema version:
-  a corrupt, foreign or newer file stops with a clear error instead of being written over.
+  a corrupt, foreign or newer file stops with a clear error instead of being written over; an
+  older one is migrated forward in one transaction (v1 -> v2 adds `attempts`).
+- Spending limits are computed from the rows themselves (`spend_since`, `recent_calls`): every
+  answer is committed as it arrives, so a crash or restart can neither forget nor double a cost.
 - No secret ever reaches this module: rows hold requests, answers and usage only.
 """
 
@@ -16,11 +19,12 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llm_oracle.models import JournalEntry, OracleDecision
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
 
@@ -45,6 +49,7 @@ CREATE TABLE decisions (
     error_kind      TEXT,
     error_detail    TEXT,
     created_at      TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 1,
     CHECK ((decision_json IS NULL) <> (error_kind IS NULL))
 );
 CREATE UNIQUE INDEX decisions_answer_by_key ON decisions(key) WHERE error_kind IS NULL;
@@ -52,10 +57,16 @@ CREATE INDEX decisions_by_key ON decisions(key);
 CREATE INDEX decisions_by_created ON decisions(created_at);
 """
 
+# Each step takes a journal from version N-1 to N; applied in order inside one transaction.
+# v1 rows predate retries and local refusals: each was exactly one request, hence DEFAULT 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE decisions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
+}
+
 _COLUMNS = (
     "key, purpose, backend, model, prompt_version, request_json, decision_json, raw_response, "
     "prompt_tokens, output_tokens, thinking_tokens, cached_tokens, latency_ms, cost_usd, "
-    "model_version, error_kind, error_detail, created_at"
+    "model_version, error_kind, error_detail, created_at, attempts"
 )
 _PLACEHOLDERS = ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
 
@@ -105,6 +116,8 @@ class Journal:
                 f"{self.path} has journal schema {version}, newer than this llm_oracle "
                 f"understands ({SCHEMA_VERSION}). Upgrade the package; the file was not touched."
             )
+        elif version < SCHEMA_VERSION:
+            self._migrate()
         # WAL lets readers run beside one writer; NORMAL is durable against process crashes.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -118,6 +131,15 @@ class Journal:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -169,6 +191,25 @@ class Journal:
             raise ValueError("Journal.query only runs SELECT statements")
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def spend_since(self, backend: str, since: datetime) -> tuple[int, int, float]:
+        """Requests, tokens and USD that `backend` rows created at or after `since` account for."""
+        row = self.query(
+            "SELECT COALESCE(SUM(attempts), 0), "
+            "COALESCE(SUM(prompt_tokens + output_tokens + thinking_tokens), 0), "
+            "COALESCE(SUM(cost_usd), 0) FROM decisions WHERE backend = ? AND created_at >= ?",
+            (backend, since.astimezone(UTC).isoformat()),
+        )[0]
+        return int(row[0]), int(row[1]), float(row[2])  # type: ignore[arg-type]
+
+    def recent_calls(self, backend: str, limit: int) -> list[tuple[bool, datetime]]:
+        """(succeeded, created_at) of the newest rows that reached the provider, newest first."""
+        rows = self.query(
+            "SELECT error_kind IS NULL, created_at FROM decisions "
+            "WHERE backend = ? AND attempts > 0 ORDER BY id DESC LIMIT ?",
+            (backend, limit),
+        )
+        return [(bool(ok), datetime.fromisoformat(str(at))) for ok, at in rows]
 
     def count(self, *, errors: bool = False) -> int:
         where = "error_kind IS NOT NULL" if errors else "error_kind IS NULL"

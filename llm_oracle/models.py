@@ -63,6 +63,8 @@ class ErrorKind(StrEnum):
     INVALID_DECISION = "invalid_decision"
     BUDGET_EXHAUSTED = "budget_exhausted"
     CIRCUIT_OPEN = "circuit_open"
+    AUTH = "auth"  # no API key, or the provider rejected it (401/403)
+    CLIENT_ERROR = "client_error"  # any other 4xx: a bad request or an unknown model, not retried
     BACKEND_ERROR = "backend_error"
 
 
@@ -168,14 +170,22 @@ class OracleDecision(BaseModel):
         return self
 
     def fits(self, request: OracleRequest) -> str | None:
-        """Why this decision cannot answer the request, or None when it can."""
-        allowed = (
-            {Action.LONG, Action.SHORT, Action.HOLD}
-            if request.purpose is Purpose.ENTRY
-            else {Action.HOLD, Action.EXIT}
-        )
+        """Why this decision cannot answer the request, or None when it can.
+
+        An entry may only confirm the pre-filter's side or veto it: answering the opposite side
+        would open a trade no local check ever proposed.
+        """
+        if request.purpose is Purpose.ENTRY:
+            assert request.candidate is not None  # guaranteed by OracleRequest validation
+            allowed = {Action(request.candidate.value), Action.HOLD}
+        else:
+            allowed = {Action.HOLD, Action.EXIT}
         if self.action not in allowed:
-            return f"action {self.action.value!r} is not allowed for {request.purpose.value}"
+            names = " or ".join(sorted(a.value for a in allowed))
+            return (
+                f"action {self.action.value!r} is not allowed for {request.purpose.value} "
+                f"(expected {names})"
+            )
         return None
 
     @classmethod
@@ -209,6 +219,9 @@ class JournalEntry(BaseModel):
     model_version: str | None = None
     error_kind: ErrorKind | None = None
     error_detail: str | None = None
+    # Requests sent to the provider for this row (retries included; 0 = refused locally, e.g.
+    # budget spent or circuit open). The daily call budget is the sum of this column.
+    attempts: int = Field(default=1, ge=0)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @model_validator(mode="after")
@@ -236,5 +249,6 @@ class JournalEntry(BaseModel):
             "model_version": self.model_version,
             "error_kind": self.error_kind.value if self.error_kind else None,
             "error_detail": self.error_detail,
+            "attempts": self.attempts,
             "created_at": self.created_at.isoformat(),
         }

@@ -213,20 +213,19 @@ def reentry_allowed(
 
 
 def clean_windows(
-    dates: np.ndarray, volume: np.ndarray, timeframe_s: int, window: int
+    epoch_s: np.ndarray, volume: np.ndarray, timeframe_s: int, window: int
 ) -> np.ndarray:
-    """Per row: True when the last `window` candles are evenly spaced and all traded.
+    """Per row (times in epoch seconds): True when the last `window` candles are evenly spaced and
+    all traded.
 
     Freqtrade fills missing candles with zero-volume copies, so a gap shows up as zero volume in
     backtests and as a date jump live; both make the row unusable for an entry.
     """
-    n = len(dates)
-    bad = np.zeros(n, dtype=bool)
+    n = len(epoch_s)
     if n == 0:
-        return bad
-    seconds = dates.astype("datetime64[s]").astype(np.int64)
+        return np.zeros(0, dtype=bool)
     step_bad = np.zeros(n, dtype=bool)
-    step_bad[1:] = np.diff(seconds) != timeframe_s
+    step_bad[1:] = np.diff(epoch_s) != timeframe_s
     bad = step_bad | ~(volume > 0)
     # A row is clean when no bad row falls inside its trailing window (rolling sum via cumsum).
     counts = np.cumsum(bad.astype(np.int64))

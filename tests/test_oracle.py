@@ -31,7 +31,7 @@ class ScriptedBackend(Backend):
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def decide(self, request: OracleRequest) -> BackendResult:
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
         self.calls += 1
         if self.behaviour == "hang":
             await self.release.wait()

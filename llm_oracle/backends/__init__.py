@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult
+from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult, failure
+from llm_oracle.backends.gemini import GeminiBackend
 from llm_oracle.backends.replay import ReplayBackend
 from llm_oracle.backends.rules import RulesBackend
 from llm_oracle.config import BackendName, OracleConfig
 
 _FACTORIES: dict[BackendName, Callable[[OracleConfig], Backend]] = {
     BackendName.RULES: lambda cfg: RulesBackend(cfg.rules),
+    BackendName.GEMINI: lambda cfg: GeminiBackend(cfg.gemini, cfg.timeout_s),
 }
 
 
@@ -30,7 +32,9 @@ __all__ = [
     "Backend",
     "BackendIdentity",
     "BackendResult",
+    "GeminiBackend",
     "ReplayBackend",
     "RulesBackend",
     "build_backend",
+    "failure",
 ]

@@ -1,8 +1,13 @@
 """The one interface every backend implements, and what a backend call returns.
 
 A backend turns an `OracleRequest` into a `BackendResult`. It never touches the journal: caching,
-recording, timeouts and fallback live in `llm_oracle.oracle`, so every backend gets them for free
-and a new provider is one new module plus one registry line.
+recording, the spending gate, concurrency and fallback live in `llm_oracle.oracle`, so every
+backend gets them for free and a new provider is one new module plus one registry line.
+
+Deadlines: the oracle passes `deadline`, an absolute `asyncio` loop time by which the answer must
+be back (live trading), or None when recording over history. With None the backend bounds its
+own work to the oracle's `timeout_s`, counted from its first request (waiting for a rate-limit
+slot is not part of it). A backend must never sleep or retry past its deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_oracle.config import LimitsConfig
 from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
 
 
@@ -34,16 +40,26 @@ class BackendResult(BaseModel):
     model_version: str | None = None
     error_kind: ErrorKind | None = None
     error_detail: str | None = None
+    # Requests sent to the provider (retries included); 0 when refused before sending.
+    attempts: int = Field(default=1, ge=0)
     # False for answers that stand in for a missing decision (replay miss answered by hold or
     # rules): they are used once and never written to the journal as if the source had said them.
     record: bool = True
 
 
+def failure(kind: ErrorKind, detail: str, *, attempts: int = 1, **extra: object) -> BackendResult:
+    return BackendResult(
+        decision=None, error_kind=kind, error_detail=detail, attempts=attempts, **extra
+    )
+
+
 class Backend(ABC):
     identity: BackendIdentity
+    # Limits of a paid service (concurrency, rpm, budget, breaker); None = local and free.
+    limits: LimitsConfig | None = None
 
     @abstractmethod
-    async def decide(self, request: OracleRequest) -> BackendResult:
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
         """Answer one request. Errors are returned as a result with `error_kind`, not raised."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing

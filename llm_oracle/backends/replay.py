@@ -17,13 +17,15 @@ class ReplayBackend(Backend):
     def __init__(self, source: Backend, on_miss: str, rules: RulesBackend) -> None:
         # The identity of what is replayed, so keys match the rows the source recorded.
         self.identity = source.identity
+        # Only a miss that calls the source spends anything.
+        self.limits = source.limits if on_miss.startswith("call:") else None
         self.source = source
         self.on_miss = on_miss
         self.rules = rules
 
-    async def decide(self, request: OracleRequest) -> BackendResult:
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
         if self.on_miss.startswith("call:"):
-            return await self.source.decide(request)
+            return await self.source.decide(request, deadline)
         if self.on_miss == "rules":
             return BackendResult(decision=self.rules.decide_now(request), record=False)
         return BackendResult(decision=OracleDecision.hold("replay miss"), record=False)

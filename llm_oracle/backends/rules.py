@@ -18,7 +18,7 @@ class RulesBackend(Backend):
         self.config = config or RulesConfig()
         self.identity = BackendIdentity(name="rules", model=RULES_MODEL, prompt_version="none")
 
-    async def decide(self, request: OracleRequest) -> BackendResult:
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
         return BackendResult(decision=self.decide_now(request))
 
     def decide_now(self, request: OracleRequest) -> OracleDecision:

@@ -1,0 +1,425 @@
+"""Gemini backend: the real google-genai async client, structured output, an own retry policy.
+
+- The client is created on first use, so configs that never call Gemini (a replay that holds on a
+  miss) need no API key. The key comes from GOOGLE_API_KEY or GEMINI_API_KEY (the SDK's order)
+  and is scrubbed from every text this module hands out, defensively.
+- The SDK retries nothing (its retry is set to one attempt, which also disables its implicit
+  1-10 s reconnect sleep); this module retries 429 / 5xx / transport errors with exponential
+  backoff and jitter, honours the 429's RetryInfo `retryDelay`, and never sleeps or waits past
+  the deadline.
+- Every answer is validated three times: JSON, the `OracleDecision` model, and `sanity` (side,
+  stop range, fees). Failures keep the raw text, usage and cost: a bad answer was still paid for.
+- google-genai is imported lazily: importing `llm_oracle` must stay cheap for rules/replay users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult, failure
+from llm_oracle.config import GeminiConfig, ModelPrice
+from llm_oracle.limits.rate import RateLimiter
+from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
+from llm_oracle.prompt import PROMPT_VERSION, render
+from llm_oracle.sanity import check_decision
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import types
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+_DETAIL_MAX = 600  # error_detail is for humans; the raw response column keeps the full text
+# Finish reasons that mean the provider refused to answer (content policy), not a malfunction.
+_BLOCK_REASONS = {
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+    "LANGUAGE",
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def api_key_from_env(env: Any = None) -> str | None:
+    env = os.environ if env is None else env
+    return next((env[name] for name in API_KEY_ENV if env.get(name)), None)
+
+
+def cost_usd(usage: Usage, price: ModelPrice) -> float:
+    """USD for one response: fresh and cached prompt tokens, output + thinking as output."""
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    total = (
+        (usage.prompt_tokens - cached) * price.input
+        + cached * cached_price
+        + (usage.output_tokens + usage.thinking_tokens) * price.output
+    )
+    return total / 1_000_000
+
+
+def retry_delay_s(details: Any) -> float | None:
+    """The `retryDelay` of a google.rpc.RetryInfo in an error body, in seconds."""
+    error = details.get("error", details) if isinstance(details, dict) else None
+    items = error.get("details") if isinstance(error, dict) else None
+    for item in items if isinstance(items, list) else ():
+        if not (isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo")):
+            continue
+        delay = item.get("retryDelay")
+        if isinstance(delay, str) and (match := _DURATION.match(delay)):
+            return float(match.group(1))
+        if isinstance(delay, dict):  # {"seconds": .., "nanos": ..} in some encodings
+            return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+    return None
+
+
+def response_schema() -> types.Schema:
+    """Gemini's OpenAPI-subset schema of `OracleDecision`.
+
+    Written out instead of passing the pydantic model: the SDK would forward the model's
+    `additionalProperties: false` (extra="forbid"), which the Gemini API rejects with a 400.
+    Only inclusive bounds, like the model (tests/test_gemini_backend.py keeps them in step).
+    """
+    from google.genai import types
+
+    fields = OracleDecision.model_fields
+    return types.Schema(
+        type=types.Type.OBJECT,
+        properties={
+            "action": types.Schema(type=types.Type.STRING, enum=["long", "short", "hold", "exit"]),
+            "confidence": types.Schema(
+                type=types.Type.NUMBER,
+                minimum=0.0,
+                maximum=1.0,
+                description="probability (0..1) that the answer is right",
+            ),
+            "stop_loss": types.Schema(
+                type=types.Type.NUMBER,
+                nullable=True,
+                minimum=0.0005,
+                maximum=0.25,
+                description=fields["stop_loss"].description,
+            ),
+            "take_profit": types.Schema(
+                type=types.Type.NUMBER,
+                nullable=True,
+                minimum=0.0005,
+                maximum=1.0,
+                description=fields["take_profit"].description,
+            ),
+            "reasoning": types.Schema(
+                type=types.Type.STRING, description="one or two short sentences"
+            ),
+        },
+        required=["action", "confidence", "reasoning"],
+        property_ordering=["action", "confidence", "stop_loss", "take_profit", "reasoning"],
+    )
+
+
+class GeminiBackend(Backend):
+    def __init__(
+        self,
+        config: GeminiConfig,
+        timeout_s: float,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = BackendIdentity("gemini", config.model, PROMPT_VERSION)
+        self.limits = config.limits
+        self.timeout_s = timeout_s
+        self._rate = RateLimiter(config.limits.rpm, config.limits.rpm_burst)
+        self._rng = rng or random.Random()
+        self._client: genai.Client | None = None
+        self._key: str | None = None
+        self._gen_config: types.GenerateContentConfig | None = None
+        self._no_key_logged = False
+
+    # --- client, lazily ----------------------------------------------------------------------
+    def _client_or_none(self) -> genai.Client | None:
+        if self._client is not None:
+            return self._client
+        key = api_key_from_env()
+        if key is None:
+            if not self._no_key_logged:
+                self._no_key_logged = True
+                logger.error(
+                    "gemini: no API key; set %s. Every Gemini decision is answered by the "
+                    "fallback until one is set.",
+                    " or ".join(API_KEY_ENV),
+                )
+            return None
+        from google import genai
+        from google.genai import types
+
+        self._key = key
+        self._client = genai.Client(
+            api_key=key,
+            http_options=types.HttpOptions(
+                base_url=self.config.base_url or None,
+                api_version=self.config.api_version,
+                timeout=int(self.timeout_s * 1000),
+                # One attempt: retries are ours (deadline-aware); this also turns off the SDK's
+                # silent 1-10 s sleep-and-retry on aiohttp connection errors.
+                retry_options=types.HttpRetryOptions(attempts=1),
+            ),
+        )
+        return self._client
+
+    def generation_config(self, system: str) -> types.GenerateContentConfig:
+        from google.genai import types
+
+        cfg = self.config
+        thinking = None
+        if cfg.thinking_level is not None:
+            thinking = types.ThinkingConfig(thinking_level=cfg.thinking_level.value.upper())
+        elif cfg.thinking_budget is not None:
+            thinking = types.ThinkingConfig(thinking_budget=cfg.thinking_budget)
+        return types.GenerateContentConfig(
+            system_instruction=system,
+            response_mime_type="application/json",
+            response_schema=response_schema(),
+            temperature=cfg.temperature,
+            seed=cfg.seed,
+            max_output_tokens=cfg.max_output_tokens,
+            thinking_config=thinking,
+            candidate_count=1,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+
+    def scrub(self, text: str) -> str:
+        """Never let the key out, whatever an exception or a server chose to echo."""
+        for key in {self._key, api_key_from_env()} - {None}:
+            text = text.replace(key, "[redacted]")  # type: ignore[arg-type]
+        return text
+
+    # --- one decision ------------------------------------------------------------------------
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
+        client = self._client_or_none()
+        if client is None:
+            return failure(
+                ErrorKind.AUTH, f"no API key: set {' or '.join(API_KEY_ENV)}", attempts=0
+            )
+        from google.genai import errors
+
+        loop = asyncio.get_running_loop()
+        prompt = render(request)
+        if self._gen_config is None:  # the system part is static (PROMPT_VERSION)
+            self._gen_config = self.generation_config(prompt.system)
+        retry = self.config.retry
+        attempts = 0  # requests actually sent (a rate-limit refusal sends none)
+        started: float | None = None
+        last: BackendResult | None = None
+        for attempt in range(retry.max_retries + 1):
+            if not await self._rate.acquire(deadline):
+                return last or failure(
+                    ErrorKind.RATE_LIMITED,
+                    f"local limit of {self.config.limits.rpm} requests/min: no slot before "
+                    "the deadline",
+                    attempts=0,
+                )
+            now = loop.time()
+            if started is None:
+                started = now
+                own = now + self.timeout_s
+                deadline = own if deadline is None else min(deadline, own)
+            if deadline - now <= 0:
+                return last or failure(ErrorKind.TIMEOUT, "deadline passed", attempts=attempts)
+            attempts = attempt + 1
+            sent = time.perf_counter()
+            delay: float | None = None
+            try:
+                response = await asyncio.wait_for(
+                    client.aio.models.generate_content(
+                        model=self.config.model, contents=prompt.user, config=self._gen_config
+                    ),
+                    deadline - now,
+                )
+            except TimeoutError:
+                return self._failed(
+                    ErrorKind.TIMEOUT,
+                    f"no answer within the deadline ({self.timeout_s:g} s per decision)",
+                    attempts,
+                    started,
+                    last,
+                )
+            except errors.ClientError as exc:
+                if exc.code == 429:
+                    kind = ErrorKind.RATE_LIMITED
+                    delay = retry_delay_s(exc.details)
+                else:
+                    kind = ErrorKind.AUTH if exc.code in (401, 403) else ErrorKind.CLIENT_ERROR
+                    return self._failed(kind, _describe(exc), attempts, started, None)
+                last = self._failed(kind, _describe(exc), attempts, started, None)
+            except errors.APIError as exc:  # 5xx, and anything else that is not a 4xx
+                last = self._failed(ErrorKind.SERVER_ERROR, _describe(exc), attempts, started, None)
+            except (OSError, *_transport_errors()) as exc:
+                last = self._failed(ErrorKind.TRANSPORT, _describe(exc), attempts, started, None)
+            else:
+                latency_ms = (time.perf_counter() - sent) * 1000
+                return self.interpret(response, request, attempts=attempts, latency_ms=latency_ms)
+            if attempt == retry.max_retries:
+                break
+            wait = self._backoff(attempt, delay)
+            if loop.time() + wait >= deadline:
+                detail = f"{last.error_detail}; a retry in {wait:.2f} s would pass the deadline"
+                return last.model_copy(update={"error_detail": self.scrub(detail)})
+            logger.debug("gemini: %s, retry in %.2f s", last.error_kind, wait)
+            await asyncio.sleep(wait)
+        assert last is not None
+        return last
+
+    def _backoff(self, attempt: int, server_delay: float | None) -> float:
+        retry = self.config.retry
+        if server_delay is not None:
+            # The server said when: never earlier, a little later so clients do not stampede.
+            return server_delay * (1.0 + self._rng.uniform(0.0, retry.jitter))
+        base = min(retry.max_backoff_s, retry.initial_backoff_s * 2**attempt)
+        return max(0.0, base * (1.0 + self._rng.uniform(-retry.jitter, retry.jitter)))
+
+    def _failed(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        attempts: int,
+        started: float,
+        last: BackendResult | None,
+    ) -> BackendResult:
+        if last is not None and kind is ErrorKind.TIMEOUT:
+            detail = f"{detail}; before that: {last.error_kind}: {last.error_detail}"
+        latency_ms = (asyncio.get_running_loop().time() - started) * 1000
+        return failure(
+            kind, self.scrub(detail)[:_DETAIL_MAX], attempts=attempts, latency_ms=latency_ms
+        )
+
+    # --- reading an answer -------------------------------------------------------------------
+    def interpret(
+        self, response: Any, request: OracleRequest, *, attempts: int, latency_ms: float
+    ) -> BackendResult:
+        """Map a 200 response to a decision or a failure kind; usage and cost either way."""
+        usage = _usage(response.usage_metadata)
+        common: dict[str, Any] = {
+            "usage": usage,
+            "cost_usd": cost_usd(usage, self.config.price),
+            "latency_ms": latency_ms,
+            "model_version": response.model_version,
+            "attempts": attempts,
+        }
+        candidates = response.candidates or []
+        finish = _name(candidates[0].finish_reason) if candidates else None
+        text = _text(response)
+        raw = self.scrub(text if text else _dump(response))
+
+        def bad(kind: ErrorKind, detail: str) -> BackendResult:
+            return failure(kind, self.scrub(detail)[:_DETAIL_MAX], raw_response=raw, **common)
+
+        feedback = response.prompt_feedback
+        if feedback is not None and feedback.block_reason is not None:
+            reason = _name(feedback.block_reason)
+            return bad(ErrorKind.BLOCKED, f"prompt blocked: {reason}")
+        if not candidates:
+            return bad(ErrorKind.INVALID_JSON, "response without candidates")
+        if finish in _BLOCK_REASONS:
+            return bad(ErrorKind.BLOCKED, f"answer blocked: finishReason {finish}")
+        if finish == "MAX_TOKENS":
+            return bad(
+                ErrorKind.TRUNCATED,
+                f"finishReason MAX_TOKENS at max_output_tokens={self.config.max_output_tokens}",
+            )
+        if not text:
+            return bad(ErrorKind.INVALID_JSON, f"no text in the answer (finishReason {finish})")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return bad(ErrorKind.INVALID_JSON, f"not JSON: {exc}")
+        try:
+            decision = OracleDecision.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()
+            )
+            return bad(ErrorKind.INVALID_DECISION, f"decision out of range: {problems}")
+        problem = check_decision(decision, request, self.config.stop_bounds)
+        if problem is not None:
+            return bad(ErrorKind.INVALID_DECISION, problem)
+        return BackendResult(decision=decision, raw_response=raw, **common)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aio.aclose()
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    try:
+        import aiohttp
+
+        found.append(aiohttp.ClientError)
+    except ImportError:  # the SDK falls back to httpx without aiohttp
+        pass
+    try:
+        import httpx
+
+        found.append(httpx.TransportError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    status = getattr(exc, "status", None)
+    message = getattr(exc, "message", None)
+    if code is not None and (status or message):
+        return f"{code} {status or ''}: {message or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value)).upper()
+
+
+def _text(response: Any) -> str | None:
+    candidates = response.candidates or []
+    if not candidates or candidates[0].content is None or not candidates[0].content.parts:
+        return None
+    parts = [p.text for p in candidates[0].content.parts if p.text is not None and not p.thought]
+    return "".join(parts) or None
+
+
+def _dump(response: Any) -> str:
+    # Everything the provider said, minus transport details (headers) the journal does not need.
+    return str(
+        response.model_dump_json(
+            exclude_none=True,
+            exclude={"sdk_http_response", "automatic_function_calling_history", "parsed"},
+        )
+    )
+
+
+def _usage(meta: Any) -> Usage:
+    if meta is None:
+        return Usage()
+    return Usage(
+        prompt_tokens=meta.prompt_token_count or 0,
+        output_tokens=meta.candidates_token_count or 0,
+        thinking_tokens=meta.thoughts_token_count or 0,
+        cached_tokens=meta.cached_content_token_count or 0,
+    )

@@ -1,0 +1,310 @@
+"""A fake Gemini endpoint on 127.0.0.1 speaking the real `generateContent` REST format.
+
+The real google-genai client talks to it through `HttpOptions(base_url=...)`. Each test scripts
+what the next requests get (a sequence, then a default), and reads back what arrived: path, body
+JSON and headers (the API key value is replaced, so a recorded request never holds it).
+Waiting is Event/Condition based, never sleep polling, so tests synchronise on what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL_VERSION = "gemini-fake-001"
+_PATH = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
+USAGE = {
+    "promptTokenCount": 400,
+    "cachedContentTokenCount": 100,
+    "candidatesTokenCount": 50,
+    "thoughtsTokenCount": 30,
+    "totalTokenCount": 480,
+}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float  # time.monotonic() on arrival
+
+    @property
+    def user_text(self) -> str:
+        return str(self.body["contents"][0]["parts"][0]["text"])
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.body, sort_keys=True).encode()).hexdigest()
+
+
+# --- behaviours: what one request gets -------------------------------------------------------
+@dataclass(frozen=True)
+class Ok:
+    """A valid decision echoing the pre-filter side (entry) or 'hold' (exit review).
+
+    The stop is 2 x the prompt's ATR (within 0.002..0.05) unless `stop_loss` fixes it.
+    """
+
+    confidence: float = 0.8
+    stop_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Slow:
+    seconds: float
+    then: Any = Ok()
+
+
+@dataclass(frozen=True)
+class Hang:
+    """No answer until `FakeGemini.release()` (or shutdown)."""
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    retry_delay: str = "0.2s"
+
+
+@dataclass(frozen=True)
+class ServerError:
+    code: int = 500
+
+
+@dataclass(frozen=True)
+class Malformed:
+    text: str = '{"action": "long", "confidence": 0.9, oops'
+
+
+@dataclass(frozen=True)
+class Truncated:
+    text: str = '{"action": "long", "confidence": 0.8, "stop_loss": 0.0'
+
+
+@dataclass(frozen=True)
+class Blocked:
+    reason: str = "SAFETY"
+
+
+@dataclass(frozen=True)
+class EchoKey:
+    """A 400 whose message repeats the API key it received (some proxies do): must be scrubbed."""
+
+
+@dataclass(frozen=True)
+class Custom:
+    """Any decision JSON (schema-valid but out of range, wrong side, ...)."""
+
+    decision: dict[str, Any]
+
+
+Behaviour = (
+    Ok
+    | Slow
+    | Hang
+    | RateLimited
+    | ServerError
+    | Malformed
+    | Truncated
+    | Blocked
+    | EchoKey
+    | Custom
+)
+
+
+def candidate_side(user_text: str) -> str | None:
+    match = re.search(r"^pre-filter side: (long|short)$", user_text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def atr_stop(user_text: str) -> float:
+    match = re.search(r"ATR14 ([0-9.]+)%", user_text)
+    atr = float(match.group(1)) / 100 if match else 0.0025
+    return round(min(max(2 * atr, 0.002), 0.05), 5)
+
+
+def _answer(text: str, finish: str = "STOP") -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": finish,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": USAGE,
+        "modelVersion": MODEL_VERSION,
+    }
+
+
+def _error(code: int, status: str, message: str, details: list[Any] | None = None) -> Any:
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+@dataclass
+class FakeGemini:
+    api_key: str
+    default: Behaviour = field(default_factory=Ok)
+    script: list[Behaviour] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    responded: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    url: str = ""
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _release: threading.Event = field(default_factory=threading.Event)
+
+    # --- test side -------------------------------------------------------------------------
+    def then(self, *behaviours: Behaviour) -> FakeGemini:
+        """Queue behaviours for the next requests; after them, `default` answers."""
+        with self._cond:
+            self.script.extend(behaviours)
+        return self
+
+    def release(self) -> None:
+        self._release.set()
+
+    def wait_for(self, *, requests: int = 0, responded: int = 0, timeout: float = 30) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: len(self.requests) >= requests and self.responded >= responded,
+                timeout=timeout,
+            )
+
+    @property
+    def count(self) -> int:
+        with self._cond:
+            return len(self.requests)
+
+    # --- server side -----------------------------------------------------------------------
+    def _next(self) -> Behaviour:
+        with self._cond:
+            return self.script.pop(0) if self.script else self.default
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        key_ok = headers.get("x-goog-api-key") == self.api_key
+        if "x-goog-api-key" in headers:
+            headers["x-goog-api-key"] = "<redacted>"
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {"unparseable": raw.decode("utf-8", "replace")}
+        with self._cond:
+            self.requests.append(Recorded(handler.path, body, headers, time.monotonic()))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._cond.notify_all()
+        try:
+            if not _PATH.match(handler.path):
+                self._send(handler, 404, _error(404, "NOT_FOUND", f"no route {handler.path}"))
+            elif not key_ok:
+                self._send(handler, 403, _error(403, "PERMISSION_DENIED", "API key not valid."))
+            else:
+                self._respond(handler, body, self._next(), self.api_key)
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self.responded += 1
+                self._cond.notify_all()
+
+    def _respond(
+        self, handler: BaseHTTPRequestHandler, body: Any, how: Behaviour, key: str
+    ) -> None:
+        if isinstance(how, Slow):
+            self._release.wait(how.seconds)
+            how = how.then
+        if isinstance(how, Hang):
+            self._release.wait()
+            how = Ok()
+        if isinstance(how, RateLimited):
+            details = [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": how.retry_delay}
+            ]
+            self._send(handler, 429, _error(429, "RESOURCE_EXHAUSTED", "quota", details))
+        elif isinstance(how, ServerError):
+            status = "UNAVAILABLE" if how.code == 503 else "INTERNAL"
+            self._send(handler, how.code, _error(how.code, status, "try again later"))
+        elif isinstance(how, Malformed):
+            self._send(handler, 200, _answer(how.text))
+        elif isinstance(how, Truncated):
+            self._send(handler, 200, _answer(how.text, "MAX_TOKENS"))
+        elif isinstance(how, Blocked):
+            blocked = {
+                "promptFeedback": {"blockReason": how.reason},
+                "usageMetadata": {"promptTokenCount": 400, "totalTokenCount": 400},
+                "modelVersion": MODEL_VERSION,
+            }
+            self._send(handler, 200, blocked)
+        elif isinstance(how, EchoKey):
+            message = f"API key {key} is not allowed for this model"
+            self._send(handler, 400, _error(400, "INVALID_ARGUMENT", message))
+        elif isinstance(how, Custom):
+            self._send(handler, 200, _answer(json.dumps(how.decision)))
+        else:
+            assert isinstance(how, Ok)
+            text = body["contents"][0]["parts"][0]["text"]
+            side = candidate_side(text)
+            decision: dict[str, Any] = {
+                "action": side or "hold",
+                "confidence": how.confidence,
+                "reasoning": "fake: echo the pre-filter",
+            }
+            if side:
+                stop = how.stop_loss if how.stop_loss is not None else atr_stop(text)
+                decision |= {"stop_loss": stop, "take_profit": round(2 * stop, 5)}
+            self._send(handler, 200, _answer(json.dumps(decision)))
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, code: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            handler.send_response(code)
+            handler.send_header("Content-Type", "application/json; charset=UTF-8")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout, cancellation): nothing to answer
+
+
+@contextmanager
+def start_fake_gemini(api_key: str = "test-key-0123456789") -> Iterator[FakeGemini]:
+    fake = FakeGemini(api_key=api_key)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            fake.handle(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="fake-gemini", daemon=True
+    )
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.release()  # let hanging handlers finish
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,75 @@
+"""The `gemini` block of the config: defaults, prices, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_oracle.backends import GeminiBackend, build_backend
+from llm_oracle.config import BackendName, OracleConfigError, load_config
+
+
+def test_gemini_defaults_are_valid_and_build_without_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    cfg = load_config({"backend": "gemini"})
+    assert cfg.backend is BackendName.GEMINI
+    assert cfg.gemini.model == "gemini-3-flash-preview" and cfg.gemini.api_version == "v1beta"
+    assert cfg.gemini.price.input > 0 and cfg.gemini.price.output > cfg.gemini.price.input
+    backend = build_backend(cfg)  # no client, no key needed until the first call
+    assert isinstance(backend, GeminiBackend)
+    assert backend.identity.name == "gemini" and backend.limits is cfg.gemini.limits
+
+
+def test_replay_may_record_gemini() -> None:
+    cfg = load_config({"replay": {"source": "gemini", "on_miss": "call:gemini"}})
+    backend = build_backend(cfg)
+    assert backend.identity.model == "gemini-3-flash-preview"
+    assert backend.limits is not None  # a recording spends: limits apply
+    holding = build_backend(load_config({"replay": {"source": "gemini", "on_miss": "hold"}}))
+    assert holding.limits is None  # a replay that never calls spends nothing
+
+
+def test_a_new_model_needs_its_price_and_keeps_the_shipped_ones() -> None:
+    with pytest.raises(OracleConfigError, match=r"no entry for model 'gemini-9-flash'"):
+        load_config({"gemini": {"model": "gemini-9-flash"}})
+    cfg = load_config(
+        {
+            "gemini": {
+                "model": "gemini-9-flash",
+                "prices": {"gemini-9-flash": {"input": 1.0, "output": 4.0}},
+            }
+        }
+    )
+    assert cfg.gemini.price.output == 4.0 and "gemini-3-flash-preview" in cfg.gemini.prices
+
+
+@pytest.mark.parametrize(
+    ("block", "fragment"),
+    [
+        ({"temprature": 1}, r"llm_oracle\.gemini\.temprature: unknown key.*temperature"),
+        ({"limits": {"rpm": 0}}, r"llm_oracle\.gemini\.limits\.rpm"),
+        ({"limits": {"budget": {"daily_usd": -1}}}, r"llm_oracle\.gemini\.limits\.budget"),
+        ({"limits": {"breaker": {"fails": 3}}}, r"breaker\.fails: unknown key.*failures"),
+        ({"prices": {"m": {"inputs": 1}}}, r"prices\.m\.inputs: unknown key.*input, output"),
+        ({"thinking_level": "huge"}, r"thinking_level: 'huge'.*'minimal'.*'high'"),
+        ({"thinking_budget": 128}, r"thinking_level .*or gemini\.thinking_budget"),
+        ({"base_url": "localhost:8080"}, r"base_url.*not an http\(s\) URL"),
+        ({"api_version": "v1"}, r"api_version"),
+        ({"stop_bounds": {"atr_min": 5, "atr_max": 1}}, r"atr_min must not exceed atr_max"),
+    ],
+)
+def test_bad_gemini_settings_name_the_key(block: dict, fragment: str) -> None:
+    with pytest.raises(OracleConfigError, match=fragment):
+        load_config({"backend": "gemini", "gemini": block})
+
+
+def test_thinking_budget_for_2_5_models() -> None:
+    cfg = load_config(
+        {"gemini": {"model": "gemini-2.5-flash", "thinking_level": None, "thinking_budget": 0}}
+    )
+    backend = GeminiBackend(cfg.gemini, cfg.timeout_s)
+    thinking = backend.generation_config("sys").thinking_config
+    assert thinking is not None and thinking.thinking_budget == 0
+    assert thinking.thinking_level is None
