@@ -44,8 +44,11 @@ from llm_oracle import (
     Fees,
     Oracle,
     OracleConfigError,
+    Outcome,
+    Position,
     Side,
     entry_requests,
+    exit_review_request,
     load_config,
     open_oracle,
     risk,
@@ -122,6 +125,11 @@ class GeminiOracleStrategy(IStrategy):
         self._day_start_equity = 0.0
         self._day_pnl = 0.0
         self._stop_streak = 0
+        # Live: what was asked for the current candle (fallbacks included), so a decision is
+        # asked once however many callbacks run, and the newest candle seen per pair.
+        self._candle_memo: dict[str, Outcome] = {}
+        self._prefetched: dict[str, datetime] = {}
+        self._reviewed: dict[int, tuple[datetime, str | None]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -140,6 +148,9 @@ class GeminiOracleStrategy(IStrategy):
         if not cfg.enabled:
             logger.info("llm_oracle disabled: entries follow the pre-filter alone")
             return None
+        # Freqtrade only calls custom_exit with exit signals on, and then deep-copies the trade
+        # for every call: switch it on only when exit reviews are wanted.
+        self.use_exit_signal = cfg.exit_review.enabled
         try:
             self._oracle = open_oracle(cfg, self.config["user_data_dir"])
         except Exception as exc:  # journal errors carry a full explanation
@@ -151,6 +162,73 @@ class GeminiOracleStrategy(IStrategy):
             self._oracle.journal.path,
         )
         return self._oracle
+
+    def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
+        if self._live:
+            self._prefetch_entries()
+            self._announce_events()
+
+    def _prefetch_entries(self) -> None:
+        """Ask about every pair's newest candidate at once, before Freqtrade analyses pairs.
+
+        Freqtrade analyses pairs one after another; asking from populate_entry_trend would make
+        the loop wait for the sum of the calls. Here all candidates of the new candle go out
+        together (bounded by timeout_s in total), and populate_entry_trend then finds them.
+        """
+        oracle = self._ensure_oracle()
+        if oracle is None or self.dp is None:
+            return
+        asked: list[Any] = []
+        for pair in self.dp.current_whitelist():
+            candles = self.dp.ohlcv(pair, self.timeframe)
+            if candles is None or candles.empty:
+                continue
+            newest = candles["date"].iloc[-1].to_pydatetime()
+            if self._prefetched.get(pair) == newest:
+                continue
+            self._prefetched[pair] = newest
+            frame = self.populate_indicators(candles.copy(), {"pair": pair})
+            long_c, short_c = self._candidates(frame)
+            row = len(frame) - 1
+            if not (long_c.iat[row] or short_c.iat[row]):
+                continue
+            side = Side.LONG if long_c.iat[row] else Side.SHORT
+            asked += [r for _, r in self._entry_requests(oracle, frame, [row], [side], pair)]
+        if asked:
+            self._decide(oracle, asked)
+
+    def _entry_requests(
+        self, oracle: Oracle, df: pd.DataFrame, rows: list[int], sides: list[Side], pair: str
+    ) -> list[tuple[int, Any]]:
+        return entry_requests(
+            df,
+            rows,
+            sides,
+            self._fees(pair),
+            timeframe=self.timeframe,
+            n_candles=oracle.config.prompt_candles,
+        )
+
+    def _decide(self, oracle: Oracle, requests: list[Any]) -> list[Outcome]:
+        """decide_many, plus (live) a memo so a failed ask is not repeated within the candle."""
+        if not self._live:
+            return oracle.decide_many(requests)
+        keys = [oracle.key_for(r) for r in requests]
+        fresh = [(k, r) for k, r in zip(keys, requests, strict=True) if k not in self._candle_memo]
+        if fresh:
+            outcomes = oracle.decide_many([r for _, r in fresh])
+            for (key, _), outcome in zip(fresh, outcomes, strict=True):
+                self._candle_memo[key] = outcome
+        if len(self._candle_memo) > 2000:  # keys of past candles are never asked again
+            self._candle_memo = {k: self._candle_memo[k] for k in keys}
+        return [self._candle_memo[k] for k in keys]
+
+    def _announce_events(self) -> None:
+        """Oracle events (fallback switches, budget, breaker) go to Telegram / webhooks."""
+        if self._oracle is None or self.dp is None:
+            return
+        for message in self._oracle.drain_events():
+            self.dp.send_msg(f"llm_oracle: {message}")
 
     def bot_cleanup(self) -> None:
         if self._oracle is not None:
@@ -204,7 +282,7 @@ class GeminiOracleStrategy(IStrategy):
         hist, prev_hist = df["macdhist"], df["macdhist"].shift(1)
         # Integrity shield: no entry from a window with a gap or a candle without trades.
         clean = risk.clean_windows(
-            df["date"].to_numpy(),
+            df["date"].dt.tz_localize(None).to_numpy("datetime64[s]").astype(np.int64),
             df["volume"].to_numpy(dtype=float),
             timeframe_to_seconds(self.timeframe),
             self.money.integrity_window,
@@ -254,17 +332,10 @@ class GeminiOracleStrategy(IStrategy):
             # Startup candles are never traded, and their indicators are still warming up.
             rows = rows[rows >= self.startup_candle_count]
         sides = [Side.LONG if long_c.iat[i] else Side.SHORT for i in rows]
-        asked = entry_requests(
-            dataframe,
-            rows.tolist(),
-            sides,
-            self._fees(pair),
-            timeframe=self.timeframe,
-            n_candles=oracle.config.prompt_candles,
-        )
+        asked = self._entry_requests(oracle, dataframe, rows.tolist(), sides, pair)
         if not asked:
             return dataframe
-        outcomes = oracle.decide_many([request for _, request in asked])
+        outcomes = self._decide(oracle, [request for _, request in asked])
         threshold = float(self.min_confidence.value)
         enter_rows: dict[str, list[int]] = {"long": [], "short": []}
         confirmed: list[tuple[int, Any]] = []
@@ -284,6 +355,15 @@ class GeminiOracleStrategy(IStrategy):
         dataframe[_ORACLE_STOP] = stop
         dataframe[_ORACLE_TARGET] = target
         self._remember(pair, dataframe, [r for r, _ in confirmed], [d for _, d in confirmed])
+        if self._live and self.dp is not None:
+            for (_, request), outcome in zip(asked, outcomes, strict=True):
+                d = outcome.decision
+                self.dp.send_msg(
+                    f"llm_oracle {pair}: {request.candidate.value} candidate -> {d.action.value} "  # type: ignore[union-attr]
+                    f"(confidence {d.confidence:.2f}, {outcome.source.value}"
+                    f"{', ' + outcome.error_kind.value if outcome.error_kind else ''}): "
+                    f"{d.reasoning[:160]}"
+                )
         self._mark_entries(dataframe, enter_rows["long"], Side.LONG, "oracle_long")
         self._mark_entries(dataframe, enter_rows["short"], Side.SHORT, "oracle_short")
         return dataframe
@@ -490,6 +570,55 @@ class GeminiOracleStrategy(IStrategy):
             self._day_start_equity = self.wallets.get_total_stake_amount() if self.wallets else 0
 
     # --- exits ---------------------------------------------------------------------------------
+    def custom_exit(
+        self,
+        pair: str,
+        trade: Trade,
+        current_time: datetime,
+        current_rate: float,
+        current_profit: float,
+        **kwargs: Any,
+    ) -> str | None:
+        """Oracle exit review: at most once per trade per candle, after a minimum hold."""
+        oracle = self._oracle
+        if oracle is None:
+            return None
+        review = oracle.config.exit_review
+        candle = timeframe_to_prev_date(self.timeframe, current_time)
+        last = self._reviewed.get(trade.id)
+        if last is not None and last[0] == candle:
+            return last[1]
+        step = timedelta(minutes=timeframe_to_minutes(self.timeframe))
+        held = int((candle - trade.open_date_utc) / step)
+        due = held >= review.min_candles and (held - review.min_candles) % review.every_candles == 0
+        if not due:
+            return None
+        df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
+        request = exit_review_request(
+            df,
+            Position(
+                side=Side.SHORT if trade.is_short else Side.LONG,
+                profit_pct=current_profit * 100,
+                candles_held=held,
+                leverage=trade.leverage,
+            ),
+            self._fees(pair),
+            timeframe=self.timeframe,
+            n_candles=oracle.config.prompt_candles,
+        )
+        verdict = None
+        if request is not None:
+            decision = self._decide(oracle, [request])[0].decision
+            if decision.action is Action.EXIT and decision.confidence >= review.min_confidence:
+                verdict = "oracle_exit"
+                if self._live and self.dp is not None:
+                    self.dp.send_msg(
+                        f"llm_oracle {pair}: exit review -> exit "
+                        f"(confidence {decision.confidence:.2f}): {decision.reasoning[:160]}"
+                    )
+        self._reviewed[trade.id] = (candle, verdict)
+        return verdict
+
     def _risk_of(self, trade: Trade) -> _TradeRisk | None:
         if trade.id not in self._trade_risk:  # e.g. after a restart: read what was persisted
             decision = trade.get_custom_data(_ORACLE_KEY)
