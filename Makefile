@@ -30,3 +30,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay_overhead.py
+	$(BIN)/python bench/oracle_live.py

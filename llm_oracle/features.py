@@ -44,6 +44,7 @@ class FrameArrays:
         missing = [c for c in (*PRICE_COLUMNS, *INDICATOR_COLUMNS) if c not in frame.columns]
         if missing:
             raise KeyError(f"indicator frame lacks columns: {', '.join(missing)}")
+        # Per column: a multi-column selection copies the frame and costs twice as much.
         self.cols = {
             c: frame[c].to_numpy(dtype=float) for c in (*PRICE_COLUMNS, *INDICATOR_COLUMNS)
         }
@@ -53,8 +54,12 @@ class FrameArrays:
         """Enough history and finite indicators at `row` to ask about it."""
         if row < n_candles - 1 or row >= self.length:
             return False
-        return all(np.isfinite(self.cols[c][row]) for c in INDICATOR_COLUMNS) and bool(
-            self.cols["close"][row] > 0
+        window = slice(row - n_candles + 1, row + 1)
+        prices_ok = all(np.isfinite(self.cols[c][window]).all() for c in PRICE_COLUMNS)
+        return (
+            prices_ok
+            and all(np.isfinite(self.cols[c][row]) for c in INDICATOR_COLUMNS)
+            and bool(self.cols["close"][row] > 0)
         )
 
     def candles(self, row: int, n_candles: int) -> tuple[Candle, ...]:
@@ -67,8 +72,11 @@ class FrameArrays:
         volume = self.cols["volume"][window]
         mean_volume = float(volume.mean())
         vol_rel = volume / mean_volume if mean_volume > 0 else np.zeros_like(volume)
+        stacked = np.stack([rel["open"], rel["high"], rel["low"], rel["close"], vol_rel])
+        if not (np.isfinite(stacked).all() and (vol_rel >= 0).all()):
+            raise ValueError("candle window holds a non-finite or negative value")
         return tuple(
-            Candle(o=o, h=h, l=lo, c=c, v=v)
+            Candle.trusted(o, h, lo, c, v)
             for o, h, lo, c, v in zip(
                 rel["open"].tolist(),
                 rel["high"].tolist(),
@@ -142,7 +150,7 @@ def exit_review_request(
     n_candles: int,
 ) -> OracleRequest | None:
     """Exit review of an open position at the frame's last row (None without enough data)."""
-    arrays = FrameArrays(frame)
+    arrays = FrameArrays(frame.iloc[-n_candles:])  # only the window: the frame may be long
     row = arrays.length - 1
     if not arrays.ready(row, n_candles):
         return None

@@ -38,6 +38,7 @@ from llm_oracle.models import (
     JournalEntry,
     OracleDecision,
     OracleRequest,
+    Purpose,
 )
 from llm_oracle.progress import Progress, ProgressCallback, TqdmProgress, progress_wanted
 from llm_oracle.prompt import decision_key
@@ -60,6 +61,7 @@ class Outcome:
 @dataclass(slots=True)
 class OracleStats:
     requests: int = 0
+    exit_reviews: int = 0  # of `requests`, the ones reviewing an open trade
     journal_hits: int = 0
     misses: int = 0
     backend_calls: int = 0
@@ -74,7 +76,8 @@ class OracleStats:
     def summary(self) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
         return (
-            f"oracle: {self.requests} candidates, {self.journal_hits} journal hits, "
+            f"oracle: {self.requests - self.exit_reviews} candidates + {self.exit_reviews} exit "
+            f"reviews, {self.journal_hits} journal hits, "
             f"{self.misses} misses, {self.backend_calls} backend calls, {self.recorded} recorded, "
             f"{self.fallbacks} fallbacks, errors: {errors}, {self.requests_sent} requests sent, "
             f"{self.tokens} tokens, ${self.cost_usd:.4f}, {self.seconds:.2f} s in oracle"
@@ -187,6 +190,7 @@ class Oracle:
         keys = [self.key_for(r) for r in requests]
         known = self.journal.lookup(keys)
         self.stats.requests += len(requests)
+        self.stats.exit_reviews += sum(r.purpose is Purpose.EXIT_REVIEW for r in requests)
         self.stats.journal_hits += sum(1 for k in keys if k in known)
         outcomes: dict[str, Outcome] = {
             k: Outcome(k, d, DecisionSource.JOURNAL) for k, d in known.items()

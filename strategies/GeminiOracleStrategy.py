@@ -130,6 +130,7 @@ class GeminiOracleStrategy(IStrategy):
         self._candle_memo: dict[str, Outcome] = {}
         self._prefetched: dict[str, datetime] = {}
         self._reviewed: dict[int, tuple[datetime, str | None]] = {}
+        self._exit_reviews = False
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -148,9 +149,9 @@ class GeminiOracleStrategy(IStrategy):
         if not cfg.enabled:
             logger.info("llm_oracle disabled: entries follow the pre-filter alone")
             return None
-        # Freqtrade only calls custom_exit with exit signals on, and then deep-copies the trade
-        # for every call: switch it on only when exit reviews are wanted.
-        self.use_exit_signal = cfg.exit_review.enabled
+        # Exit signals go on only while an exit review says exit (see _review_open_trades).
+        self._exit_reviews = cfg.exit_review.enabled
+        self.use_exit_signal = False
         try:
             self._oracle = open_oracle(cfg, self.config["user_data_dir"])
         except Exception as exc:  # journal errors carry a full explanation
@@ -164,9 +165,70 @@ class GeminiOracleStrategy(IStrategy):
         return self._oracle
 
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
+        if self._exit_reviews:
+            self._review_open_trades(current_time)
         if self._live:
             self._prefetch_entries()
             self._announce_events()
+
+    def _review_open_trades(self, now: datetime) -> None:
+        """The oracle's exit review of every open trade that is due, asked as one batch.
+
+        Reviews read the newest closed candle, once per trade and candle. custom_exit only reports
+        the verdict: Freqtrade deep-copies the trade for every custom_exit call on every candle,
+        so exit signals are switched on only while an exit verdict is waiting.
+        """
+        oracle = self._oracle
+        assert oracle is not None
+        review = oracle.config.exit_review
+        step = timedelta(minutes=timeframe_to_minutes(self.timeframe))
+        # The newest analysed candle at loop start. Live it is the last closed one (once this
+        # candle's analysis ran: until then the check below skips and the next loop retries).
+        # In backtests Freqtrade's frame at bot_loop_start still ends one candle earlier, so
+        # backtest reviews see what a live review saw 3 minutes before; no look-ahead either way.
+        closed = timeframe_to_prev_date(self.timeframe, now) - step * (1 if self._live else 2)
+        due: list[tuple[Trade, Any]] = []
+        open_ids = set()
+        for trade in Trade.get_trades_proxy(is_open=True):
+            open_ids.add(trade.id)
+            last = self._reviewed.get(trade.id)
+            if last is not None and last[0] == closed:
+                continue
+            held = int((closed - trade.open_date_utc) / step) + 1  # analysed candles of the trade
+            if held < review.min_candles or (held - review.min_candles) % review.every_candles:
+                continue
+            df, _ = self.dp.get_analyzed_dataframe(trade.pair, self.timeframe)
+            if df is None or df.empty or df["date"].iloc[-1] != closed:
+                continue  # live: not analysed yet; the next loop of this candle will see it
+            request = exit_review_request(
+                df,
+                Position(
+                    side=Side.SHORT if trade.is_short else Side.LONG,
+                    profit_pct=trade.calc_profit_ratio(float(df["close"].iloc[-1])) * 100,
+                    candles_held=held,
+                    leverage=trade.leverage,
+                ),
+                self._fees(trade.pair),
+                timeframe=self.timeframe,
+                n_candles=oracle.config.prompt_candles,
+            )
+            if request is not None:
+                due.append((trade, request))
+        outcomes = self._decide(oracle, [r for _, r in due]) if due else []
+        for (trade, _), outcome in zip(due, outcomes, strict=True):
+            decision = outcome.decision
+            exit_now = (
+                decision.action is Action.EXIT and decision.confidence >= review.min_confidence
+            )
+            self._reviewed[trade.id] = (closed, "oracle_exit" if exit_now else None)
+            if exit_now and self._live and self.dp is not None:
+                self.dp.send_msg(
+                    f"llm_oracle {trade.pair}: exit review -> exit "
+                    f"(confidence {decision.confidence:.2f}): {decision.reasoning[:160]}"
+                )
+        for gone in set(self._reviewed) - open_ids:
+            del self._reviewed[gone]
+        self.use_exit_signal = any(verdict for _, verdict in self._reviewed.values())
 
     def _prefetch_entries(self) -> None:
         """Ask about every pair's newest candidate at once, before Freqtrade analyses pairs.
@@ -579,45 +641,9 @@ class GeminiOracleStrategy(IStrategy):
         current_profit: float,
         **kwargs: Any,
     ) -> str | None:
-        """Oracle exit review: at most once per trade per candle, after a minimum hold."""
-        oracle = self._oracle
-        if oracle is None:
-            return None
-        review = oracle.config.exit_review
-        candle = timeframe_to_prev_date(self.timeframe, current_time)
-        last = self._reviewed.get(trade.id)
-        if last is not None and last[0] == candle:
-            return last[1]
-        step = timedelta(minutes=timeframe_to_minutes(self.timeframe))
-        held = int((candle - trade.open_date_utc) / step)
-        due = held >= review.min_candles and (held - review.min_candles) % review.every_candles == 0
-        if not due:
-            return None
-        df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
-        request = exit_review_request(
-            df,
-            Position(
-                side=Side.SHORT if trade.is_short else Side.LONG,
-                profit_pct=current_profit * 100,
-                candles_held=held,
-                leverage=trade.leverage,
-            ),
-            self._fees(pair),
-            timeframe=self.timeframe,
-            n_candles=oracle.config.prompt_candles,
-        )
-        verdict = None
-        if request is not None:
-            decision = self._decide(oracle, [request])[0].decision
-            if decision.action is Action.EXIT and decision.confidence >= review.min_confidence:
-                verdict = "oracle_exit"
-                if self._live and self.dp is not None:
-                    self.dp.send_msg(
-                        f"llm_oracle {pair}: exit review -> exit "
-                        f"(confidence {decision.confidence:.2f}): {decision.reasoning[:160]}"
-                    )
-        self._reviewed[trade.id] = (candle, verdict)
-        return verdict
+        """The verdict of the oracle's exit review (see _review_open_trades), if it says exit."""
+        reviewed = self._reviewed.get(trade.id)
+        return reviewed[1] if reviewed else None
 
     def _risk_of(self, trade: Trade) -> _TradeRisk | None:
         if trade.id not in self._trade_risk:  # e.g. after a restart: read what was persisted

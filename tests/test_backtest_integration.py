@@ -23,12 +23,14 @@ WIDE = "20250605-20250610"
 NARROW = "20250606-20250608"
 
 
-_COUNTED = r"(\d+) (candidates|journal hits|misses|backend calls|recorded)"
+_COUNTED = r"(\d+) (candidates|exit reviews|journal hits|misses|backend calls|recorded)"
 
 
 def _summary_counts(run: FreqtradeRun) -> dict[str, int]:
     found = re.findall(_COUNTED, run.oracle_summary())
-    return {name.replace(" ", "_"): int(num) for num, name in found}
+    counts = {name.replace(" ", "_"): int(num) for num, name in found}
+    counts["asked"] = counts["candidates"] + counts["exit_reviews"]
+    return counts
 
 
 def backtest(
@@ -68,8 +70,8 @@ def test_demo_backtest_records_then_replays_identically(
     assert result["total_trades"] > 0
     assert len(result["trades"]) == result["total_trades"]
     counts = _summary_counts(first)
-    assert counts["candidates"] > 0
-    assert counts["misses"] == counts["candidates"] == counts["recorded"]
+    assert counts["candidates"] > 0 and counts["exit_reviews"] > 0
+    assert counts["misses"] == counts["asked"] == counts["recorded"]
     with Journal(journal) as j:
         recorded_rows = j.count()
     assert recorded_rows == counts["recorded"]
@@ -78,7 +80,7 @@ def test_demo_backtest_records_then_replays_identically(
     assert second.returncode == 0, second.output[-3000:]
     assert second.trades() == first.trades()
     again = _summary_counts(second)
-    assert again["journal_hits"] == again["candidates"] == counts["candidates"]
+    assert again["journal_hits"] == again["asked"] == counts["asked"]
     assert again["misses"] == again["backend_calls"] == again["recorded"] == 0
     with Journal(journal) as j:
         assert j.count() == recorded_rows

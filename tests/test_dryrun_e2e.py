@@ -14,9 +14,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,43 @@ def _strategy_candidates() -> pd.DataFrame:
     return frame
 
 
+class WebhookReceiver:
+    """Collects what Freqtrade's webhook sends, on 127.0.0.1; tests wait on a condition."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._cond:
+                    receiver.messages.append(json.loads(body).get("status", ""))
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: next((m for m in self.messages if needle in m), None), timeout=timeout
+            )
+        assert found, f"no webhook message containing {needle!r}: {self.messages}"
+        return found
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll an external condition (a file, a database) with a deadline."""
     deadline = time.monotonic() + timeout
@@ -62,7 +101,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @contextmanager
 def dry_run_bot(
-    tmp_path: Path, fake: FakeGemini, *, timeout_s: float
+    tmp_path: Path, fake: FakeGemini, hook: WebhookReceiver, *, timeout_s: float
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path, Path]]:
     frame = _strategy_candidates()
     rows = frame.index[(frame["long_c"] | frame["short_c"]) & (frame.index > 2500)]
@@ -96,6 +135,13 @@ def dry_run_bot(
             },
         )
         overlay["exchange"]["pair_whitelist"] = ["BTC/USDT:USDT"]
+        overlay["webhook"] = {
+            "enabled": True,
+            "url": hook.url,
+            "format": "json",
+            "allow_custom_messages": True,
+            "strategy_msg": {"status": "{msg}"},
+        }
         overlay_path = tmp_path / "overlay.json"
         overlay_path.write_text(json.dumps(overlay))
         log = tmp_path / "freqtrade.log"
@@ -156,10 +202,19 @@ def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def test_candidate_candle_opens_a_dry_run_trade_with_the_oracle_stop(tmp_path: Path) -> None:
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+def test_candidate_candle_opens_a_dry_run_trade_with_the_oracle_stop(
+    tmp_path: Path, hook: WebhookReceiver
+) -> None:
     with (
         start_fake_gemini(API_KEY) as fake,
-        dry_run_bot(tmp_path, fake, timeout_s=10) as (proc, log, journal, db),
+        dry_run_bot(tmp_path, fake, hook, timeout_s=10) as (proc, log, journal, db),
     ):
         assert fake.wait_for(requests=1, responded=1, timeout=240), log.read_text()[-3000:]
         trades = wait_until(
@@ -185,16 +240,21 @@ def test_candidate_candle_opens_a_dry_run_trade_with_the_oracle_stop(tmp_path: P
         assert distance == pytest.approx(min(expected, stored["atr_stop"]), rel=0.02)
         assert distance < 0.05 / 3
         assert proc.poll() is None
+        # The decision left the bot as a strategy message (Telegram / webhooks).
+        side = "short" if is_short else "long"
+        hook.wait_for(f"llm_oracle BTC/USDT:USDT: {side} candidate -> {side}", 30)
     rows = _rows(journal, "SELECT backend, error_kind, decision_json FROM decisions")
     assert rows and rows[0][0] == "gemini" and rows[0][1] is None
     assert json.loads(rows[0][2])["action"] == ("short" if is_short else "long")
     assert len({r.digest for r in fake.requests}) == len(fake.requests)  # never asked twice
 
 
-def test_hanging_gemini_never_blocks_the_loop_and_never_enters(tmp_path: Path) -> None:
+def test_hanging_gemini_never_blocks_the_loop_and_never_enters(
+    tmp_path: Path, hook: WebhookReceiver
+) -> None:
     with start_fake_gemini(API_KEY) as fake:
         fake.default = Hang()
-        with dry_run_bot(tmp_path, fake, timeout_s=2) as (proc, log, journal, db):
+        with dry_run_bot(tmp_path, fake, hook, timeout_s=2) as (proc, log, journal, db):
             assert fake.wait_for(requests=1, timeout=240), log.read_text()[-3000:]
             asked_at = log.read_text().count("Bot heartbeat")
 
@@ -208,4 +268,6 @@ def test_hanging_gemini_never_blocks_the_loop_and_never_enters(tmp_path: Path) -
             timeouts = _rows(journal, "SELECT error_kind FROM decisions")
             assert ("timeout",) in timeouts
             assert not _rows(journal, "SELECT 1 FROM decisions WHERE error_kind IS NULL")
+            # The fallback is explicit: announced with its reason.
+            hook.wait_for("-> hold (confidence 0.00, fallback, timeout)", 30)
         assert fake.count == len({r.digest for r in fake.requests})

@@ -52,3 +52,10 @@ def test_work_is_proportional_to_candidates() -> None:
     assert len(_requests(df, rows.tolist())) == len(rows)
     assert len(rows) < len(df) / 3
     assert np.all(np.diff(rows) > 0)
+
+
+def test_window_with_missing_values_is_skipped_not_fatal() -> None:
+    df = indicator_frame(rows=800)
+    df.loc[df.index[690], "volume"] = float("nan")
+    asked = _requests(df, [700, 720])
+    assert [row for row, _ in asked] == [720]  # 700's window holds the NaN; 720's does not
