@@ -72,11 +72,8 @@ class FrameArrays:
         volume = self.cols["volume"][window]
         mean_volume = float(volume.mean())
         vol_rel = volume / mean_volume if mean_volume > 0 else np.zeros_like(volume)
-        stacked = np.stack([rel["open"], rel["high"], rel["low"], rel["close"], vol_rel])
-        if not (np.isfinite(stacked).all() and (vol_rel >= 0).all()):
-            raise ValueError("candle window holds a non-finite or negative value")
         return tuple(
-            Candle.trusted(o, h, lo, c, v)
+            Candle(o=o, h=h, l=lo, c=c, v=v)
             for o, h, lo, c, v in zip(
                 rel["open"].tolist(),
                 rel["high"].tolist(),

@@ -86,21 +86,6 @@ class Candle(BaseModel):
 
     model_config = _FROZEN
 
-    @classmethod
-    def trusted(cls, o: float, h: float, l: float, c: float, v: float) -> Candle:  # noqa: E741
-        """Build without validation from finite inputs, rounded exactly as validation would.
-
-        Request building is the hot path of a replayed backtest (24 candles per request);
-        `tests/test_models.py` checks this gives the same candle as the validating constructor.
-        """
-        return cls.model_construct(
-            o=canonical_round(o, PCT_DECIMALS),
-            h=canonical_round(h, PCT_DECIMALS),
-            l=canonical_round(l, PCT_DECIMALS),
-            c=canonical_round(c, PCT_DECIMALS),
-            v=canonical_round(v, RATIO_DECIMALS),
-        )
-
     o: Pct
     h: Pct
     l: Pct  # noqa: E741 - o/h/l/c is the universal candle shorthand

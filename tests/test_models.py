@@ -1,8 +1,6 @@
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from llm_oracle.models import (
@@ -105,17 +103,3 @@ def test_journal_entry_holds_decision_xor_error() -> None:
     with pytest.raises(ValidationError, match="either"):
         JournalEntry(**base, decision=OracleDecision.hold("x"), error_kind=ErrorKind.TIMEOUT)
     assert JournalEntry(**base, decision=None, error_kind=ErrorKind.TIMEOUT).error_kind
-
-
-@given(
-    values=st.lists(
-        st.floats(min_value=-50, max_value=50, allow_nan=False), min_size=4, max_size=4
-    ),
-    volume=st.floats(min_value=0, max_value=1e3, allow_nan=False),
-)
-def test_trusted_candle_equals_the_validated_one(values: list[float], volume: float) -> None:
-    o, h, l, c = values  # noqa: E741
-    trusted = Candle.trusted(o, h, l, c, volume)
-    validated = Candle(o=o, h=h, l=l, c=c, v=volume)
-    assert trusted == validated
-    assert trusted.model_dump_json() == validated.model_dump_json()
