@@ -54,6 +54,35 @@ class FreqtradeRun:
         return lines[-1]
 
 
+def prepare_run(workdir: Path, overlay: dict[str, Any]) -> tuple[Path, Path]:
+    """A fresh user_data directory and the overlay written next to it."""
+    userdir = workdir / "user_data"
+    for sub in ("backtest_results", "logs", "data"):
+        (userdir / sub).mkdir(parents=True, exist_ok=True)
+    overlay_path = workdir / "overlay.json"
+    overlay_path.write_text(json.dumps(overlay, indent=1))
+    return userdir, overlay_path
+
+
+def freqtrade_argv(
+    command: str, overlay_path: Path, userdir: Path, datadir: Path | None, *args: str
+) -> list[str]:
+    """The real CLI: the shipped config.json, then the test's overlay, then the arguments."""
+    argv = [str(FREQTRADE), command, "--config", str(ROOT / "config.json")]
+    argv += ["--config", str(overlay_path), "--userdir", str(userdir)]
+    if datadir is not None:
+        argv += ["--datadir", str(datadir)]
+    return [*argv, "--strategy-path", str(ROOT / "strategies"), *args]
+
+
+def loopback_env(**extra: str) -> dict[str, str]:
+    """The environment without API keys (unless given) and with no proxy for loopback."""
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("GEMINI_API_KEY", None)
+    env.pop("GOOGLE_API_KEY", None)
+    return {**env, **extra}
+
+
 def run_freqtrade(
     command: str,
     args: list[str],
@@ -63,32 +92,11 @@ def run_freqtrade(
     datadir: Path,
     timeout: float = 600,
 ) -> FreqtradeRun:
-    userdir = workdir / "user_data"
-    for sub in ("backtest_results", "logs", "data"):
-        (userdir / sub).mkdir(parents=True, exist_ok=True)
-    overlay_path = workdir / "overlay.json"
-    overlay_path.write_text(json.dumps(overlay, indent=1))
-    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    env.pop("GEMINI_API_KEY", None)
-    env.pop("GOOGLE_API_KEY", None)
+    userdir, overlay_path = prepare_run(workdir, overlay)
     proc = subprocess.run(
-        [
-            str(FREQTRADE),
-            command,
-            "--config",
-            str(ROOT / "config.json"),
-            "--config",
-            str(overlay_path),
-            "--userdir",
-            str(userdir),
-            "--datadir",
-            str(datadir),
-            "--strategy-path",
-            str(ROOT / "strategies"),
-            *args,
-        ],
+        freqtrade_argv(command, overlay_path, userdir, datadir, *args),
         cwd=workdir,
-        env=env,
+        env=loopback_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -9,7 +9,6 @@ keep looping and enter nothing.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +27,7 @@ import pytest
 from bybit_emulator import CandleSource, start_emulator
 from tests.factories import DATA_DIR, ROOT
 from tests.fake_gemini import FakeGemini, Hang, atr_stop, start_fake_gemini
-from tests.freqtrade_run import FREQTRADE, offline_overlay
+from tests.freqtrade_run import freqtrade_argv, loopback_env, offline_overlay, prepare_run
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +114,6 @@ def dry_run_bot(
     shift = boundary - STEP_MS - start_ms
     source = CandleSource(DATA_DIR, shift_ms=shift, clock=time.time)
     with start_emulator(port=0, candles=source, log_path=tmp_path / "emulator.jsonl") as emu:
-        userdir = tmp_path / "user_data"
-        for sub in ("logs", "data", "backtest_results"):
-            (userdir / sub).mkdir(parents=True, exist_ok=True)
         journal = tmp_path / "journal.sqlite"
         db = tmp_path / "trades.sqlite"
         overlay = offline_overlay(
@@ -142,33 +138,13 @@ def dry_run_bot(
             "allow_custom_messages": True,
             "strategy_msg": {"status": "{msg}"},
         }
-        overlay_path = tmp_path / "overlay.json"
-        overlay_path.write_text(json.dumps(overlay))
+        userdir, overlay_path = prepare_run(tmp_path, overlay)
         log = tmp_path / "freqtrade.log"
         log_handle = log.open("w")
-        env = {
-            **os.environ,
-            "GEMINI_API_KEY": API_KEY,
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-        env.pop("GOOGLE_API_KEY", None)
         proc = subprocess.Popen(
-            [
-                str(FREQTRADE),
-                "trade",
-                "--dry-run",
-                "--config",
-                str(ROOT / "config.json"),
-                "--config",
-                str(overlay_path),
-                "--userdir",
-                str(userdir),
-                "--strategy-path",
-                str(ROOT / "strategies"),
-            ],
+            freqtrade_argv("trade", overlay_path, userdir, None, "--dry-run"),
             cwd=tmp_path,
-            env=env,
+            env=loopback_env(GEMINI_API_KEY=API_KEY),
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             text=True,

@@ -19,7 +19,8 @@ class RulesBackend(Backend):
         self.identity = BackendIdentity(name="rules", model=RULES_MODEL, prompt_version="none")
 
     async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
-        return BackendResult(decision=self.decide_now(request))
+        # Local: nothing is sent to a provider, so nothing counts against request budgets.
+        return BackendResult(decision=self.decide_now(request), attempts=0)
 
     def decide_now(self, request: OracleRequest) -> OracleDecision:
         if request.purpose is Purpose.ENTRY:
