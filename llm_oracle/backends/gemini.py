@@ -250,12 +250,21 @@ class GeminiBackend(Backend):
                     deadline - now,
                 )
             except TimeoutError:
+                if last is not None:
+                    # A retry cut short by the deadline: the cause is the earlier failure, which
+                    # is what the caller (and the circuit breaker) should see, whatever the load.
+                    detail = f"{last.error_detail}; the retry was cut by the deadline"
+                    return last.model_copy(
+                        update={
+                            "error_detail": self.scrub(detail)[:_DETAIL_MAX],
+                            "attempts": attempts,
+                        }
+                    )
                 return self._failed(
                     ErrorKind.TIMEOUT,
                     f"no answer within the deadline ({self.timeout_s:g} s per decision)",
                     attempts,
                     started,
-                    last,
                 )
             except errors.ClientError as exc:
                 if exc.code == 429:
@@ -263,12 +272,12 @@ class GeminiBackend(Backend):
                     delay = retry_delay_s(exc.details)
                 else:
                     kind = ErrorKind.AUTH if exc.code in (401, 403) else ErrorKind.CLIENT_ERROR
-                    return self._failed(kind, _describe(exc), attempts, started, None)
-                last = self._failed(kind, _describe(exc), attempts, started, None)
+                    return self._failed(kind, _describe(exc), attempts, started)
+                last = self._failed(kind, _describe(exc), attempts, started)
             except errors.APIError as exc:  # 5xx, and anything else that is not a 4xx
-                last = self._failed(ErrorKind.SERVER_ERROR, _describe(exc), attempts, started, None)
+                last = self._failed(ErrorKind.SERVER_ERROR, _describe(exc), attempts, started)
             except (OSError, *_transport_errors()) as exc:
-                last = self._failed(ErrorKind.TRANSPORT, _describe(exc), attempts, started, None)
+                last = self._failed(ErrorKind.TRANSPORT, _describe(exc), attempts, started)
             else:
                 latency_ms = (time.perf_counter() - sent) * 1000
                 return self.interpret(response, request, attempts=attempts, latency_ms=latency_ms)
@@ -297,10 +306,7 @@ class GeminiBackend(Backend):
         detail: str,
         attempts: int,
         started: float,
-        last: BackendResult | None,
     ) -> BackendResult:
-        if last is not None and kind is ErrorKind.TIMEOUT:
-            detail = f"{detail}; before that: {last.error_kind}: {last.error_detail}"
         latency_ms = (asyncio.get_running_loop().time() - started) * 1000
         return failure(
             kind, self.scrub(detail)[:_DETAIL_MAX], attempts=attempts, latency_ms=latency_ms
