@@ -181,7 +181,7 @@ class GeminiOracleStrategy(IStrategy):
         oracle = self._oracle
         assert oracle is not None
         review = oracle.config.exit_review
-        step = timedelta(minutes=timeframe_to_minutes(self.timeframe))
+        step = self._candle
         # The newest analysed candle at loop start. Live it is the last closed one (once this
         # candle's analysis ran: until then the check below skips and the next loop retries).
         # In backtests Freqtrade's frame at bot_loop_start still ends one candle earlier, so
@@ -203,7 +203,7 @@ class GeminiOracleStrategy(IStrategy):
             request = exit_review_request(
                 df,
                 Position(
-                    side=Side.SHORT if trade.is_short else Side.LONG,
+                    side=_side_of(trade),
                     profit_pct=trade.calc_profit_ratio(float(df["close"].iloc[-1])) * 100,
                     candles_held=held,
                     leverage=trade.leverage,
@@ -299,6 +299,10 @@ class GeminiOracleStrategy(IStrategy):
     @property
     def _live(self) -> bool:
         return self.config.get("runmode") in (RunMode.LIVE, RunMode.DRY_RUN)
+
+    @property
+    def _candle(self) -> timedelta:
+        return timedelta(minutes=timeframe_to_minutes(self.timeframe))
 
     @property
     def _protections_on(self) -> bool:
@@ -472,9 +476,7 @@ class GeminiOracleStrategy(IStrategy):
 
     def _decision_at(self, pair: str, entry_time: datetime) -> dict[str, Any] | None:
         """The remembered decision for an entry at `entry_time` (its signal is one candle back)."""
-        signal = timeframe_to_prev_date(self.timeframe, entry_time) - timedelta(
-            minutes=timeframe_to_minutes(self.timeframe)
-        )
+        signal = timeframe_to_prev_date(self.timeframe, entry_time) - self._candle
         return self._confirmed.get(pair, {}).get(signal)
 
     def _initial_distance(self, decision: dict[str, Any] | None, leverage: float) -> float:
@@ -551,7 +553,7 @@ class GeminiOracleStrategy(IStrategy):
                 t.amount,
                 t.open_rate,
                 t.stop_loss,
-                Side.SHORT if t.is_short else Side.LONG,
+                _side_of(t),
                 fee,
             )
             for t in Trade.get_trades_proxy(is_open=True)
@@ -574,8 +576,7 @@ class GeminiOracleStrategy(IStrategy):
         if df is None or df.empty:
             return True
         age = now - df["date"].iloc[-1].to_pydatetime()
-        limit = timedelta(minutes=timeframe_to_minutes(self.timeframe))
-        return age > limit * (self.money.max_candle_age_candles + 1)
+        return age > self._candle * (self.money.max_candle_age_candles + 1)
 
     # --- fills: the trade's own stop, and the ledger behind the loss locks --------------------
     def order_filled(
@@ -596,7 +597,7 @@ class GeminiOracleStrategy(IStrategy):
         self._trade_risk[trade.id] = self._risk_from(trade, decision)
 
     def _risk_from(self, trade: Trade, decision: dict[str, Any]) -> _TradeRisk:
-        side = Side.SHORT if trade.is_short else Side.LONG
+        side = _side_of(trade)
         distance = self._initial_distance(decision, trade.leverage)
         return _TradeRisk(
             stop=risk.stop_price(trade.open_rate, distance, side),
@@ -684,7 +685,7 @@ class GeminiOracleStrategy(IStrategy):
         info = self._risk_of(trade)
         if info is None:
             return None  # the hard stoploss stays in force
-        side = Side.SHORT if trade.is_short else Side.LONG
+        side = _side_of(trade)
         stop = info.stop
         fee_ratio = (trade.fee_open + (trade.fee_close or trade.fee_open)) * trade.leverage
         trail_from = self.money.trailing_start_fee_multiple * fee_ratio
@@ -702,6 +703,10 @@ class GeminiOracleStrategy(IStrategy):
             stop, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
+
+
+def _side_of(trade: Trade) -> Side:
+    return Side.SHORT if trade.is_short else Side.LONG
 
 
 def _lock_all(now: datetime, until: datetime, reason: str) -> None:
