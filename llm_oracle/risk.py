@@ -10,8 +10,9 @@ leverage; a "distance" is a fraction of the price (0.01 = 1%), independent of le
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,20 +21,28 @@ from llm_oracle.config import OracleConfigError
 from llm_oracle.config_errors import format_errors
 from llm_oracle.models import Side
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+# strict=True refuses "yes" for a bool and true for a number; JSON integers stay valid floats.
+Confidence = Annotated[float, Field(ge=0, le=1)]
+TierLeverage = Annotated[float, Field(ge=1, le=3)]
 
 
 class Protections(BaseModel):
-    """Entry blockers. Any of them can be switched off by setting it to null."""
+    """Entry blockers. Any of them can be switched off by setting it to null.
+
+    Every value has an upper bound as well as a lower one: a typo such as 1e12 hours would
+    otherwise overflow date arithmetic inside a callback, and a callback that raises must never
+    be what decides an entry.
+    """
 
     model_config = _STRICT
     max_drawdown: float | None = Field(default=0.15, gt=0, le=1)
-    drawdown_lookback_candles: int = Field(default=4800, ge=10)  # 10 days of 3m candles
-    drawdown_stop_candles: int = Field(default=480, ge=1)  # 1 day
+    drawdown_lookback_candles: int = Field(default=4800, ge=10, le=100_000)  # 10 days of 3m
+    drawdown_stop_candles: int = Field(default=480, ge=1, le=100_000)  # 1 day
     daily_loss: float | None = Field(default=0.05, gt=0, le=1)
-    consecutive_stoplosses: int | None = Field(default=3, ge=1)
-    stoploss_pause_hours: float = Field(default=4.0, gt=0)
-    pair_cooldown_candles: int | None = Field(default=5, ge=1)
+    consecutive_stoplosses: int | None = Field(default=3, ge=1, le=100)
+    stoploss_pause_hours: float = Field(default=4.0, gt=0, le=24 * 30)
+    pair_cooldown_candles: int | None = Field(default=5, ge=1, le=10_000)
 
 
 class MoneyRules(BaseModel):
@@ -44,20 +53,20 @@ class MoneyRules(BaseModel):
     )
     atr_stop_multiplier: float = Field(default=2.0, gt=0, le=20)
     trailing_start_fee_multiple: float = Field(
-        default=2.0, ge=0, description="trail once profit >= this x round trip fee"
+        default=2.0, ge=0, le=100, description="trail once profit >= this x round trip fee"
     )
     trailing_atr_multiplier: float = Field(default=1.5, gt=0, le=20)
     liquidation_buffer: float = Field(default=0.005, ge=0, le=0.2)
     risk_per_trade: float = Field(default=0.02, gt=0, le=0.2)
     max_open_risk: float = Field(default=0.10, gt=0, le=1)
     max_leverage: float = Field(default=3.0, ge=1, le=3)
-    leverage_tiers: tuple[tuple[float, float], ...] = Field(
+    leverage_tiers: tuple[tuple[Confidence, TierLeverage], ...] = Field(
         default=((0.85, 3.0), (0.7, 2.0), (0.0, 1.0)),
         description="(min confidence, leverage), highest first",
     )
     reentry_margin: float = Field(default=0.002, ge=0, le=0.2)
-    reentry_window_hours: float = Field(default=12.0, ge=0)
-    max_candle_age_candles: int = Field(default=2, ge=1)
+    reentry_window_hours: float = Field(default=12.0, ge=0, le=24 * 30)
+    max_candle_age_candles: int = Field(default=2, ge=1, le=100)
     integrity_window: int = Field(default=24, ge=2, le=500)
     protections: Protections = Protections()
 
@@ -73,27 +82,40 @@ class MoneyRules(BaseModel):
 
 def load_money_rules(raw: dict[str, Any] | None) -> MoneyRules:
     try:
-        return MoneyRules.model_validate({} if raw is None else raw)
+        # Validated as JSON, which is what the config is: strict mode then still accepts arrays
+        # for tuples and integers for floats, but refuses true for a number and "no" for a bool.
+        return MoneyRules.model_validate_json(json.dumps({} if raw is None else raw))
     except ValidationError as exc:
         raise OracleConfigError(format_errors("money_rules", exc, MoneyRules)) from None
+    except (TypeError, ValueError) as exc:  # not JSON at all (e.g. NaN, an object)
+        raise OracleConfigError(f"invalid 'money_rules' config: {exc}") from None
 
 
 # --- exits ---------------------------------------------------------------------------------------
 def fee_exit_ratio(
-    fee_open: float, fee_close: float, leverage: float, multiple: float, side: Side
+    fee_open: float,
+    fee_close: float,
+    leverage: float,
+    multiple: float,
+    side: Side,
+    tick_distance: float = 0.0,
 ) -> float:
-    """Profit ratio (net of fees, on margin) at which net profit is exactly N x the fees paid.
+    """Profit ratio (net of fees, on margin) at which net profit is at least N x the fees paid.
 
     Freqtrade's profit ratio is (close value / open value - 1) x leverage for a long, with the
     open value carrying fee_open and the close value fee_close. Solving
     "close value - open value = N x (fee_open x open price + fee_close x close price)" gives the
     exit price, and from it this ratio; to first order it is N x (fee_open + fee_close) x leverage.
+
+    `tick_distance` (the pair's tick / open price) moves that exit price one tick in the trade's
+    favour: Freqtrade rounds an exit price to the nearest tick, and without the extra tick about
+    a third of the exits on real tick sizes landed just below N x the fees.
     """
     n1 = multiple + 1
     if side is Side.LONG:
-        price_ratio = (1 + n1 * fee_open) / (1 - n1 * fee_close)
+        price_ratio = (1 + n1 * fee_open) / (1 - n1 * fee_close) + tick_distance
         return (price_ratio * (1 - fee_close) / (1 + fee_open) - 1) * leverage
-    price_ratio = (1 - n1 * fee_open) / (1 + n1 * fee_close)
+    price_ratio = (1 - n1 * fee_open) / (1 + n1 * fee_close) - tick_distance
     return (1 - price_ratio * (1 + fee_close) / (1 - fee_open)) * leverage
 
 
@@ -113,8 +135,9 @@ def roi_ratio(
     leverage: float,
     take_profit: float | None,
     side: Side,
+    tick_distance: float = 0.0,
 ) -> float:
-    floor = fee_exit_ratio(fee_open, fee_close, leverage, rules.fee_multiple, side)
+    floor = fee_exit_ratio(fee_open, fee_close, leverage, rules.fee_multiple, side, tick_distance)
     target = target_exit_ratio(take_profit, fee_open, fee_close, leverage)
     if rules.oracle_take_profit and target is not None:
         return max(floor, target)  # an oracle target may raise the exit, never lower it
@@ -180,7 +203,11 @@ def risk_sized_stake(
 def open_trade_risk(
     amount: float, open_rate: float, stop: float, side: Side, round_trip_fee: float
 ) -> float:
-    """What an open trade can still lose at its current stop (0 once the stop locks a profit)."""
+    """What an open trade can still lose at its current stop (0 once the stop locks a profit).
+
+    For a trade whose entry order is still open, pass the requested amount: the order can fill
+    at any moment, and until it does the trade's filled amount is 0.
+    """
     adverse = (open_rate - stop) if side is Side.LONG else (stop - open_rate)
     return max(adverse, 0.0) * amount + round_trip_fee * amount * open_rate
 

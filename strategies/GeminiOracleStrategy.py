@@ -17,16 +17,19 @@ An entry needs a candidate AND an oracle decision for the same side with confide
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 from collections import Counter
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
 import pandas_ta as pta
 import talib.abstract as ta
-from freqtrade.enums import ExitType, RunMode
+from ccxt import TICK_SIZE
+from freqtrade.enums import RunMode
 from freqtrade.exceptions import OperationalException
 from freqtrade.persistence import Order, PairLocks, Trade
 from freqtrade.strategy import (
@@ -53,6 +56,8 @@ from llm_oracle import (
     open_oracle,
     risk,
 )
+from llm_oracle.ledger import ClosedTrade, Lock, LossLedger
+from llm_oracle.trade_memory import DecisionMemory, ReviewSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +69,32 @@ _LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen w
 _ORACLE_STOP = "oracle_stop_loss"
 _ORACLE_TARGET = "oracle_take_profit"
 _ORACLE_CONFIDENCE = "oracle_confidence"
-_STOP_EXITS = {ExitType.STOP_LOSS.value, ExitType.TRAILING_STOP_LOSS.value, "stoploss_on_exchange"}
+# The hard stop (ratio on margin) may be set in config; outside these bounds it is refused.
+_HARD_STOP_BOUNDS = (-0.5, -0.005)
+
+T = TypeVar("T")
+
+
+def _fail_closed(safe: Any, what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A money-rule callback that raises answers `safe` (no entry, the hard stop) and says why.
+
+    Freqtrade's own wrapper answers an exception in confirm_trade_entry with True: an error there
+    would let the entry through with no open-risk or re-entry check.
+    """
+
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def guarded(self: Any, pair: str, *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, pair, *args, **kwargs)
+            except Exception:
+                logger.exception("%s: %s failed; %s", pair, method.__name__, what)
+                self._refusals["callback error"] += 1
+                return safe
+
+        return guarded
+
+    return wrap
 
 
 class _TradeRisk(NamedTuple):
@@ -118,25 +148,52 @@ class GeminiOracleStrategy(IStrategy):
             raise OperationalException(str(exc)) from None
         self._oracle: Oracle | None = None
         self._oracle_enabled = True
-        self._confirmed: dict[str, dict[datetime, dict[str, Any]]] = {}
+        self._memory = DecisionMemory(self._candle, _LIVE_MEMORY if self._live else None)
         self._trade_risk: dict[int, _TradeRisk | None] = {}
-        self._last_exit: dict[str, tuple[float, bool, datetime]] = {}
-        self._day: datetime | None = None
-        self._day_start_equity = 0.0
-        self._day_pnl = 0.0
-        self._stop_streak = 0
+        self._ledger = LossLedger(self.money, locks_on=self._protections_on)
+        # Routine refusals, counted and summarised rather than logged once per candle.
+        self._refusals: Counter[str] = Counter()
+        self._ticks: dict[str, float] = {}
         # Live: what was asked for the current candle (fallbacks included), so a decision is
         # asked once however many callbacks run, and the newest candle seen per pair.
         self._candle_memo: dict[str, Outcome] = {}
         self._prefetched: dict[str, datetime] = {}
-        self._reviewed: dict[int, tuple[datetime, str | None]] = {}
-        self._exit_reviews = False
+        self._schedule: ReviewSchedule | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
+        low, high = _HARD_STOP_BOUNDS
+        if not low <= self.stoploss <= high:
+            raise OperationalException(
+                f"stoploss: {self.stoploss} is outside the allowed range [{low}, {high}] "
+                "(risk on margin; every trade keeps this hard stop)"
+            )
         self._ensure_oracle()
-        if not self._live:
+        if self._live:
+            self._rebuild_ledger()
+        else:
             _register_summary(self)
+
+    def _rebuild_ledger(self) -> None:
+        """Daily loss, stop-loss streak and last exits from the persisted trades (restart-safe).
+
+        Runs at start and after /reload_config (which builds a new strategy), so neither resets
+        the day's loss or the streak.
+        """
+        now = datetime.now(UTC)
+        closed = [_closed(t) for t in Trade.get_trades_proxy(is_open=False) if t.close_date]
+        equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
+        self._ledger = LossLedger.rebuild(
+            self.money, closed, equity, now, locks_on=self._protections_on
+        )
+        logger.info(
+            "risk ledger rebuilt from %d closed trades: day P&L %.2f of %.2f, "
+            "losing-stop streak %d",
+            len(closed),
+            self._ledger.day_pnl,
+            self._ledger.day_start_equity,
+            self._ledger.stop_streak,
+        )
 
     def _ensure_oracle(self) -> Oracle | None:
         if self._oracle is not None or not self._oracle_enabled:
@@ -150,7 +207,9 @@ class GeminiOracleStrategy(IStrategy):
             logger.info("llm_oracle disabled: entries follow the pre-filter alone")
             return None
         # Exit signals go on only while an exit review says exit (see _review_open_trades).
-        self._exit_reviews = cfg.exit_review.enabled
+        if cfg.exit_review.enabled:
+            review = cfg.exit_review
+            self._schedule = ReviewSchedule(review.min_candles, review.every_candles, self._candle)
         self.use_exit_signal = False
         try:
             self._oracle = open_oracle(cfg, self.config["user_data_dir"])
@@ -165,7 +224,7 @@ class GeminiOracleStrategy(IStrategy):
         return self._oracle
 
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
-        if self._exit_reviews:
+        if self._schedule is not None:
             self._review_open_trades(current_time)
         if self._live:
             self._prefetch_entries()
@@ -178,8 +237,8 @@ class GeminiOracleStrategy(IStrategy):
         the verdict: Freqtrade deep-copies the trade for every custom_exit call on every candle,
         so exit signals are switched on only while an exit verdict is waiting.
         """
-        oracle = self._oracle
-        assert oracle is not None
+        oracle, schedule = self._oracle, self._schedule
+        assert oracle is not None and schedule is not None
         review = oracle.config.exit_review
         step = self._candle
         # The newest analysed candle at loop start. Live it is the last closed one (once this
@@ -191,11 +250,8 @@ class GeminiOracleStrategy(IStrategy):
         open_ids = set()
         for trade in Trade.get_trades_proxy(is_open=True):
             open_ids.add(trade.id)
-            last = self._reviewed.get(trade.id)
-            if last is not None and last[0] == closed:
-                continue
-            held = int((closed - trade.open_date_utc) / step) + 1  # analysed candles of the trade
-            if held < review.min_candles or (held - review.min_candles) % review.every_candles:
+            held = schedule.due(trade.id, trade.open_date_utc, closed)
+            if held is None:
                 continue
             df, _ = self.dp.get_analyzed_dataframe(trade.pair, self.timeframe)
             if df is None or df.empty or df["date"].iloc[-1] != closed:
@@ -220,15 +276,14 @@ class GeminiOracleStrategy(IStrategy):
             exit_now = (
                 decision.action is Action.EXIT and decision.confidence >= review.min_confidence
             )
-            self._reviewed[trade.id] = (closed, "oracle_exit" if exit_now else None)
+            schedule.record(trade.id, closed, "oracle_exit" if exit_now else None)
             if exit_now and self._live and self.dp is not None:
                 self.dp.send_msg(
                     f"llm_oracle {trade.pair}: exit review -> exit "
                     f"(confidence {decision.confidence:.2f}): {decision.reasoning[:160]}"
                 )
-        for gone in set(self._reviewed) - open_ids:
-            del self._reviewed[gone]
-        self.use_exit_signal = any(verdict for _, verdict in self._reviewed.values())
+        schedule.keep_only(open_ids)
+        self.use_exit_signal = schedule.any_exit()
 
     def _prefetch_entries(self) -> None:
         """Ask about every pair's newest candidate at once, before Freqtrade analyses pairs.
@@ -292,9 +347,17 @@ class GeminiOracleStrategy(IStrategy):
         for message in self._oracle.drain_events():
             self.dp.send_msg(f"llm_oracle: {message}")
 
-    def bot_cleanup(self) -> None:
-        if self._oracle is not None:
-            logger.info(self._oracle.stats.summary())
+    def ft_bot_cleanup(self) -> None:
+        """Freqtrade's shutdown hook, also called on /reload_config before a new strategy is
+        built: closing the oracle here is what keeps reloads from leaking its loop thread, HTTP
+        session and SQLite connection."""
+        super().ft_bot_cleanup()
+        oracle, self._oracle = self._oracle, None
+        if oracle is not None:
+            logger.info(oracle.stats.summary())
+            if self._refusals:
+                logger.info("entries refused: %s", _refusal_text(self._refusals))
+            oracle.close()
 
     @property
     def _live(self) -> bool:
@@ -457,27 +520,27 @@ class GeminiOracleStrategy(IStrategy):
     # --- what was decided at the signal candle ---------------------------------------------
     def _remember(self, pair: str, df: pd.DataFrame, rows: list[int], decisions: list[Any]) -> None:
         """Keep confirmed entries by signal candle, so later callbacks find them in O(1)."""
-        memory = self._confirmed.setdefault(pair, {})
         dates = df["date"].to_numpy()
         atr = df["atr"].to_numpy(dtype=float)
         close = df["close"].to_numpy(dtype=float)
         k = self.money.atr_stop_multiplier
         for row, decision in zip(rows, decisions, strict=True):
-            memory[pd.Timestamp(dates[row]).to_pydatetime()] = {
-                "stop_loss": decision.stop_loss if decision else None,
-                "take_profit": decision.take_profit if decision else None,
-                "confidence": decision.confidence if decision else None,
-                "atr": float(atr[row]),
-                "atr_stop": float(k * atr[row] / close[row]),
-            }
-        if self._live and len(memory) > _LIVE_MEMORY:
-            for stale in sorted(memory)[:-_LIVE_MEMORY]:
-                del memory[stale]
+            self._memory.remember(
+                pair,
+                pd.Timestamp(dates[row]).to_pydatetime(),
+                {
+                    "stop_loss": decision.stop_loss if decision else None,
+                    "take_profit": decision.take_profit if decision else None,
+                    "confidence": decision.confidence if decision else None,
+                    "reasoning": decision.reasoning[:500] if decision else None,
+                    "atr": float(atr[row]),
+                    "atr_stop": float(k * atr[row] / close[row]),
+                },
+            )
 
     def _decision_at(self, pair: str, entry_time: datetime) -> dict[str, Any] | None:
         """The remembered decision for an entry at `entry_time` (its signal is one candle back)."""
-        signal = timeframe_to_prev_date(self.timeframe, entry_time) - self._candle
-        return self._confirmed.get(pair, {}).get(signal)
+        return self._memory.at_entry(pair, timeframe_to_prev_date(self.timeframe, entry_time))
 
     def _initial_distance(self, decision: dict[str, Any] | None, leverage: float) -> float:
         decision = decision or {}
@@ -486,6 +549,8 @@ class GeminiOracleStrategy(IStrategy):
         )
 
     # --- sizing, leverage, entry gate -------------------------------------------------------
+    # Each callback fails closed: an error means 1x leverage, no stake, no entry.
+    @_fail_closed(1.0, "using 1x leverage")
     def leverage(
         self,
         pair: str,
@@ -500,6 +565,7 @@ class GeminiOracleStrategy(IStrategy):
         decision = self._decision_at(pair, current_time) or {}
         return risk.leverage_for(decision.get("confidence") or 0.0, self.money, max_leverage)
 
+    @_fail_closed(0.0, "no entry")
     def custom_stake_amount(
         self,
         pair: str,
@@ -520,10 +586,12 @@ class GeminiOracleStrategy(IStrategy):
         )
         stake = min(proposed_stake, max_stake, sized)
         if min_stake and stake < min_stake:
-            logger.info("%s: risk-sized stake %.2f is below the minimum; no entry", pair, stake)
+            self._refusals["stake below minimum"] += 1
+            logger.debug("%s: risk-sized stake %.2f is below the minimum; no entry", pair, stake)
             return 0.0
         return stake
 
+    @_fail_closed(False, "no entry")
     def confirm_trade_entry(
         self,
         pair: str,
@@ -536,10 +604,9 @@ class GeminiOracleStrategy(IStrategy):
         side: str,
         **kwargs: Any,
     ) -> bool:
-        trade_side = Side(side)
-        last = self._last_exit.get(pair)
-        if last and not risk.reentry_allowed(trade_side, rate, *last, current_time, self.money):
-            logger.info("%s: %s re-entry refused at %s (exit was %s)", pair, side, rate, last[0])
+        if not self._ledger.reentry_allowed(pair, Side(side), rate, current_time):
+            self._refusals["re-entry"] += 1
+            logger.debug("%s: %s re-entry refused at %s", pair, side, rate)
             return False
         if self._live and self._stale(pair, current_time):
             logger.warning("%s: latest candle is stale; no entry", pair)
@@ -548,18 +615,10 @@ class GeminiOracleStrategy(IStrategy):
         lev = risk.leverage_for((decision or {}).get("confidence") or 0.0, self.money, 100)
         fee = self._round_trip_fee(pair)
         new_risk = amount * rate * (self._initial_distance(decision, lev) + fee)
-        open_risk = sum(
-            risk.open_trade_risk(
-                t.amount,
-                t.open_rate,
-                t.stop_loss,
-                _side_of(t),
-                fee,
-            )
-            for t in Trade.get_trades_proxy(is_open=True)
-        )
+        open_risk = self._open_risk(fee)
         equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
         if open_risk + new_risk > self.money.max_open_risk * equity:
+            self._refusals["open risk"] += 1
             logger.info(
                 "%s: open risk %.2f + %.2f would exceed %.0f%% of equity %.2f; no entry",
                 pair,
@@ -570,6 +629,24 @@ class GeminiOracleStrategy(IStrategy):
             )
             return False
         return True
+
+    def _open_risk(self, round_trip_fee: float) -> float:
+        """What every open trade can still lose at its stop, pending entries included.
+
+        Freqtrade keeps a trade's amount at 0 until its entry order fills; several pairs that
+        signal on one candle would otherwise all pass the cap. An open entry order counts at its
+        requested size.
+        """
+        total = 0.0
+        for t in Trade.get_trades_proxy(is_open=True):
+            amount = t.amount or 0.0
+            if any(o.ft_order_side == t.entry_side for o in t.open_orders):
+                amount = max(amount, t.amount_requested or 0.0)
+            stop = t.stop_loss or risk.stop_price(
+                t.open_rate, abs(self.stoploss) / (t.leverage or 1.0), _side_of(t)
+            )
+            total += risk.open_trade_risk(amount, t.open_rate, stop, _side_of(t), round_trip_fee)
+        return total
 
     def _stale(self, pair: str, now: datetime) -> bool:
         df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
@@ -586,7 +663,7 @@ class GeminiOracleStrategy(IStrategy):
             if trade.nr_of_successful_entries == 1:
                 self._on_entry(pair, trade)
         elif order.safe_filled and order.safe_filled >= trade.amount * 0.999:
-            self._on_exit(pair, trade, order, current_time)
+            self._on_exit(trade, order, current_time)
 
     def _on_entry(self, pair: str, trade: Trade) -> None:
         decision = self._decision_at(pair, trade.open_date_utc)
@@ -605,32 +682,24 @@ class GeminiOracleStrategy(IStrategy):
             take_profit=decision.get("take_profit"),
         )
 
-    def _on_exit(self, pair: str, trade: Trade, order: Order, now: datetime) -> None:
-        profit = trade.calc_profit(rate=order.safe_price, amount=order.safe_filled)
-        self._last_exit[pair] = (order.safe_price, profit > 0, now)
-        if not self._protections_on:
-            return
-        p = self.money.protections
-        self._roll_day(now)
-        self._day_pnl += profit
-        if p.daily_loss and self._day_pnl <= -p.daily_loss * self._day_start_equity:
-            assert self._day is not None
-            reason = f"daily loss limit {p.daily_loss:.0%} reached"
-            _lock_all(now, self._day + timedelta(days=1), reason)
-        reason = order.ft_order_tag or trade.exit_reason or ""
-        self._stop_streak = self._stop_streak + 1 if reason in _STOP_EXITS and profit < 0 else 0
-        if p.consecutive_stoplosses and self._stop_streak >= p.consecutive_stoplosses:
-            until = now + timedelta(hours=p.stoploss_pause_hours)
-            _lock_all(now, until, f"{self._stop_streak} consecutive stop-losses: pause")
-            self._stop_streak = 0
-
-    def _roll_day(self, now: datetime) -> None:
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        if day != self._day:
-            self._day = day
-            self._day_pnl = 0.0
-            # Equity at the first exit of the day, before that exit: what the 5% is measured on.
-            self._day_start_equity = self.wallets.get_total_stake_amount() if self.wallets else 0
+    def _on_exit(self, trade: Trade, order: Order, now: datetime) -> None:
+        exit_ = ClosedTrade(
+            trade_id=trade.id,
+            pair=trade.pair,
+            side=_side_of(trade),
+            close_time=now,
+            exit_price=order.safe_price,
+            profit=trade.calc_profit(rate=order.safe_price, amount=order.safe_filled),
+            exit_reason=order.ft_order_tag or trade.exit_reason or "",
+        )
+        equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
+        for lock in self._ledger.record_exit(exit_, equity):
+            _lock_all(lock)
+            if self._live and self.dp is not None:
+                self.dp.send_msg(
+                    f"llm_oracle: entries locked until {lock.until:%Y-%m-%d %H:%M} "
+                    f"UTC ({lock.reason})"
+                )
 
     # --- exits ---------------------------------------------------------------------------------
     def custom_exit(
@@ -643,8 +712,7 @@ class GeminiOracleStrategy(IStrategy):
         **kwargs: Any,
     ) -> str | None:
         """The verdict of the oracle's exit review (see _review_open_trades), if it says exit."""
-        reviewed = self._reviewed.get(trade.id)
-        return reviewed[1] if reviewed else None
+        return self._schedule.verdict(trade.id) if self._schedule is not None else None
 
     def _risk_of(self, trade: Trade) -> _TradeRisk | None:
         if trade.id not in self._trade_risk:  # e.g. after a restart: read what was persisted
@@ -652,6 +720,21 @@ class GeminiOracleStrategy(IStrategy):
             self._trade_risk[trade.id] = self._risk_from(trade, decision) if decision else None
         return self._trade_risk[trade.id]
 
+    def _tick_distance(self, trade: Trade) -> float:
+        """The pair's price tick as a fraction of the open price (0 if the market has none)."""
+        tick = self._ticks.get(trade.pair)
+        if tick is None:
+            precision = trade.price_precision
+            if precision is None:
+                tick = 0.0
+            elif trade.precision_mode_price == TICK_SIZE:
+                tick = float(precision)
+            else:
+                tick = 10.0 ** -float(precision)
+            self._ticks[trade.pair] = tick
+        return tick / trade.open_rate if trade.open_rate else 0.0
+
+    @_fail_closed(None, "no take-profit exit until the rule can be computed; the stops stay")
     def custom_roi(
         self,
         pair: str,
@@ -663,15 +746,21 @@ class GeminiOracleStrategy(IStrategy):
         **kwargs: Any,
     ) -> float | None:
         info = self._risk_of(trade)
+        fee_close = trade.fee_close if trade.fee_close is not None else trade.fee_open
+        if self._live:
+            # Live the exit may fill as taker whatever was estimated at entry: assume the worse.
+            fee_close = max(fee_close, self._fees(pair).taker)
         return risk.roi_ratio(
             self.money,
             trade.fee_open,
-            trade.fee_close if trade.fee_close is not None else trade.fee_open,
+            fee_close,
             trade.leverage,
             info.take_profit if info else None,
             Side(side),
+            self._tick_distance(trade),
         )
 
+    @_fail_closed(None, "keeping the current stop (never looser than the hard stop)")
     def custom_stoploss(
         self,
         pair: str,
@@ -709,13 +798,29 @@ def _side_of(trade: Trade) -> Side:
     return Side.SHORT if trade.is_short else Side.LONG
 
 
-def _lock_all(now: datetime, until: datetime, reason: str) -> None:
-    """Block entries on every pair from `now` (candle time in backtests) until `until`.
+def _closed(trade: Trade) -> ClosedTrade:
+    return ClosedTrade(
+        trade_id=trade.id,
+        pair=trade.pair,
+        side=_side_of(trade),
+        close_time=trade.close_date_utc,
+        exit_price=float(trade.close_rate or 0.0),
+        profit=float(trade.close_profit_abs or 0.0),
+        exit_reason=trade.exit_reason or "",
+    )
+
+
+def _lock_all(lock: Lock) -> None:
+    """Block entries on every pair from `lock.start` (candle time in backtests) to `lock.until`.
 
     Freqtrade rounds a lock's end up to the next candle; one second earlier lands exactly on
     `until` when it is a candle boundary (midnight for the daily loss).
     """
-    PairLocks.lock_pair("*", until - timedelta(seconds=1), reason, now=now)
+    PairLocks.lock_pair("*", lock.until - timedelta(seconds=1), lock.reason, now=lock.start)
+
+
+def _refusal_text(refusals: Counter[str]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(refusals.items())) or "none"
 
 
 _summaries: list[GeminiOracleStrategy] = []
@@ -736,6 +841,8 @@ def _print_summaries() -> None:
     for strategy in _summaries:
         oracle = strategy._oracle
         print(oracle.stats.summary() if oracle else "oracle: disabled", flush=True)
+    if _summaries:
+        print(f"entries refused: {_refusal_text(_summaries[-1]._refusals)}", flush=True)
     if _summaries and _summaries[-1]._protections_on:
         reasons = Counter(_lock_kind(lock.reason or "") for lock in PairLocks.get_all_locks())
         listed = ", ".join(f"{kind} {n}" for kind, n in sorted(reasons.items())) or "none"

@@ -102,3 +102,11 @@ def run_freqtrade(
         timeout=timeout,
     )
     return FreqtradeRun(proc.returncode, proc.stdout + proc.stderr, userdir)
+
+
+def fees_paid(trade: dict[str, Any]) -> float:
+    """Both fees of an exported trade in stake currency, at its real fill prices."""
+    amount = trade["amount"]
+    return amount * (
+        trade["open_rate"] * trade["fee_open"] + trade["close_rate"] * trade["fee_close"]
+    )

@@ -15,7 +15,7 @@ import pytest
 
 from bybit_emulator import Emulator
 from llm_oracle.journal import Journal
-from tests.freqtrade_run import FreqtradeRun, offline_overlay, run_freqtrade
+from tests.freqtrade_run import FreqtradeRun, fees_paid, offline_overlay, run_freqtrade
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,10 @@ def test_demo_backtest_records_then_replays_identically(
     result = first.result()
     assert result["total_trades"] > 0
     assert len(result["trades"]) == result["total_trades"]
+    # The fee rule holds on every fill of the real sample, at real tick sizes (issue 7).
+    roi = [t for t in result["trades"] if t["exit_reason"] == "roi"]
+    assert len(roi) > 20
+    assert [t for t in roi if t["profit_abs"] < 3 * fees_paid(t)] == []
     counts = _summary_counts(first)
     assert counts["candidates"] > 0 and counts["exit_reviews"] > 0
     assert counts["misses"] == counts["asked"] == counts["recorded"]

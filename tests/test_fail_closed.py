@@ -1,0 +1,145 @@
+"""Money-rule callbacks fail closed: an error means no entry and the hard stop, never "yes".
+
+Freqtrade answers an exception in `confirm_trade_entry` with True; the strategy must not let
+that happen. Unit tests call the callbacks of a real strategy instance with a broken part; the
+integration test runs the real `freqtrade backtesting` with a callback that raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freqtrade.exceptions import OperationalException
+
+from bybit_emulator import Emulator
+from tests.factories import ROOT
+from tests.freqtrade_run import offline_overlay, run_freqtrade
+
+NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def strategy_class() -> Iterator[type]:
+    sys.path.insert(0, str(ROOT / "strategies"))
+    try:
+        from GeminiOracleStrategy import GeminiOracleStrategy
+    finally:
+        sys.path.pop(0)
+    yield GeminiOracleStrategy
+
+
+class Broken:
+    """Stands in for any part (wallets, memory) that raises when used."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"injected failure: {name}")
+
+
+def make(strategy_class: type, **config: Any) -> Any:
+    return strategy_class({"runmode": "backtest", "stake_currency": "USDT", **config})
+
+
+def test_entry_gate_sizing_and_leverage_refuse_on_error(strategy_class: type, caplog) -> None:
+    strategy = make(strategy_class)
+    strategy.wallets = Broken()
+    strategy._memory = Broken()
+    caplog.set_level(logging.ERROR)
+    args = ("BTC/USDT:USDT", "limit", 1.0, 100.0, "GTC", NOW, "oracle_long", "long")
+    assert strategy.confirm_trade_entry(*args) is False
+    stake = strategy.custom_stake_amount(
+        "BTC/USDT:USDT", NOW, 100.0, 500.0, 5.0, 1000.0, 2.0, "oracle_long", "long"
+    )
+    assert stake == 0.0
+    lev = strategy.leverage("BTC/USDT:USDT", NOW, 100.0, 1.0, 10.0, "oracle_long", "long")
+    assert lev == 1.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("confirm_trade_entry failed; no entry" in m for m in messages)
+    assert any("custom_stake_amount failed; no entry" in m for m in messages)
+    assert any("leverage failed; using 1x leverage" in m for m in messages)
+    assert strategy._refusals["callback error"] == 3
+
+
+def test_stop_and_exit_callbacks_keep_the_hard_stop_on_error(strategy_class: type) -> None:
+    strategy = make(strategy_class)
+    trade = Broken()  # every attribute read raises
+    assert strategy.custom_stoploss("BTC/USDT:USDT", trade, NOW, 100.0, 0.01, False) is None
+    assert strategy.custom_roi("BTC/USDT:USDT", trade, NOW, 30, None, "long") is None
+    # None keeps the stop Freqtrade has, which is never looser than the hard stoploss.
+    assert strategy.stoploss == -0.05
+
+
+@pytest.mark.parametrize(
+    ("rules", "needle"),
+    [
+        ({"reentry_window_hours": 1e12}, "money_rules.reentry_window_hours"),
+        ({"max_leverage": 10}, "money_rules.max_leverage"),
+        ({"fee_multiple": 0}, "money_rules.fee_multiple"),
+        ({"protections": {"stoploss_pause_hours": 1e9}}, "protections.stoploss_pause_hours"),
+        ({"leverage_tiers": [[0.5, 20.0], [0.0, 1.0]]}, "money_rules.leverage_tiers.0.1"),
+        ({"oracle_take_profit": "no"}, "money_rules.oracle_take_profit"),
+        ({"max_open_risk": True}, "money_rules.max_open_risk"),
+    ],
+)
+def test_out_of_bound_money_rules_stop_startup_naming_the_key(
+    strategy_class: type, rules: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(OperationalException) as err:
+        make(strategy_class, money_rules=rules)
+    assert needle in str(err.value)
+
+
+def test_a_hard_stop_outside_its_bounds_stops_startup(strategy_class: type) -> None:
+    strategy = make(strategy_class)
+    strategy.stoploss = -0.9
+    with pytest.raises(OperationalException, match=r"stoploss: -0.9 is outside the allowed range"):
+        strategy.bot_start()
+
+
+BROKEN_STRATEGY = """
+from GeminiOracleStrategy import GeminiOracleStrategy
+
+
+class BrokenRiskStrategy(GeminiOracleStrategy):
+    def _open_risk(self, round_trip_fee):
+        raise RuntimeError("injected open-risk failure")
+"""
+
+
+@pytest.mark.integration
+def test_a_raising_entry_gate_enters_nothing_in_a_real_backtest(
+    emulator: Emulator, sample_datadir: Path, tmp_path: Path
+) -> None:
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    shutil.copy(ROOT / "strategies" / "GeminiOracleStrategy.py", strategies)
+    (strategies / "BrokenRiskStrategy.py").write_text(BROKEN_STRATEGY)
+    overlay = offline_overlay(
+        emulator.url,
+        llm_oracle={"journal_path": str(tmp_path / "j.sqlite")},
+        strategy="BrokenRiskStrategy",
+        strategy_path=str(strategies),
+    )
+    run = run_freqtrade(
+        "backtesting",
+        ["--cache", "none", "--timerange", "20250606-20250608", "--strategy-path", str(strategies)],
+        workdir=tmp_path,
+        overlay=overlay,
+        datadir=sample_datadir,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert "confirm_trade_entry failed; no entry" in run.output
+    results = run.userdir / "backtest_results"
+    last = json.loads((results / ".last_result.json").read_text())["latest_backtest"]
+    with zipfile.ZipFile(results / last) as archive:
+        data = json.loads(archive.read(Path(last).with_suffix(".json").name))
+    assert data["strategy"]["BrokenRiskStrategy"]["total_trades"] == 0
+    assert "callback error" in run.output  # counted in the summary
