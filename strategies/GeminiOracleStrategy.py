@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -92,6 +93,9 @@ def _fail_closed(safe: Any, what: str) -> Callable[[Callable[..., T]], Callable[
                 self._refusals["callback error"] += 1
                 return safe
 
+        # Freqtrade reads callback signatures with getfullargspec, which ignores __wrapped__:
+        # without this it would not see custom_stoploss's after_fill and skip the after-fill call.
+        guarded.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
         return guarded
 
     return wrap

@@ -211,6 +211,19 @@ def test_candidate_candle_opens_a_dry_run_trade_with_the_oracle_stop(
         stored = json.loads(custom[0][0])
         expected = atr_stop(fake.requests[0].user_text)
         assert stored["stop_loss"] == pytest.approx(expected)
+        # config.json keeps the stop on the exchange: after the fill, a stop order is placed at
+        # the stop the strategy computed (the trade row is committed with it).
+        [(stop_price,)] = wait_until(
+            lambda: _rows(
+                db,
+                f"SELECT stop_price FROM orders WHERE ft_trade_id = {trade_id} "
+                "AND ft_order_side = 'stoploss'",
+            ),
+            30,
+            "the stop order on the exchange",
+        )
+        [(stop_loss,)] = _rows(db, f"SELECT stop_loss FROM trades WHERE id = {trade_id}")
+        assert stop_price == pytest.approx(stop_loss, abs=0.1)  # within one BTC tick
         # The stop in force is the tightest of the oracle's and the ATR stop, not the hard one.
         distance = abs(stop_loss - open_rate) / open_rate
         assert distance == pytest.approx(min(expected, stored["atr_stop"]), rel=0.02)

@@ -14,6 +14,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from inspect import getfullargspec
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ def test_stop_and_exit_callbacks_keep_the_hard_stop_on_error(strategy_class: typ
     assert strategy.custom_roi("BTC/USDT:USDT", trade, NOW, 30, None, "long") is None
     # None keeps the stop Freqtrade has, which is never looser than the hard stoploss.
     assert strategy.stoploss == -0.05
+    # The guard keeps the signature Freqtrade inspects (it skips after-fill calls otherwise).
+    assert "after_fill" in getfullargspec(strategy.custom_stoploss).args
 
 
 @pytest.mark.parametrize(
