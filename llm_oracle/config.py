@@ -7,16 +7,23 @@ one such message per problem.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_oracle.config_errors import format_errors
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# strict: "no" is not false, true is not 1, 1.5 is not an int (a JSON 10 still is a float).
+# Validated in JSON mode (load_config), where strict still reads enum values and paths from
+# strings, as they come from a config file.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+M = TypeVar("M", bound=BaseModel)
 
 
 class BackendName(StrEnum):
@@ -87,6 +94,7 @@ class RetryConfig(BaseModel):
 
     model_config = _STRICT
     max_retries: int = Field(default=3, ge=0, le=10)
+    # Retried like Google's SDK retries: 408, 429, 500, 502, 503, 504 and transport errors.
     initial_backoff_s: float = Field(default=0.5, gt=0, le=60)
     max_backoff_s: float = Field(default=8.0, gt=0, le=300)
     jitter: float = Field(default=0.25, ge=0, le=1, description="random +- fraction of a delay")
@@ -158,47 +166,93 @@ class ThinkingLevel(StrEnum):
     HIGH = "high"
 
 
-# Published list prices (USD per 1M tokens, text, standard tier) when this was written. Check
-# https://ai.google.dev/pricing and override `gemini.prices` when they change.
+# Published list prices, USD per 1M tokens (text, standard tier, prompts <= 200k tokens).
+# Checked 2026-11-22 against copies of https://ai.google.dev/gemini-api/docs/pricing from
+# Sep-Nov 2026 (see PRICES_CHECKED). gemini-3.8-flash is half price (0.75 / 3.75 / 0.075)
+# until 2026-12-31; the table holds the list price from 2027-01-01, so until then costs and
+# the USD budget are overstated, never understated. Override `gemini.prices` when they change.
+PRICES_CHECKED = "2026-11-22, ai.google.dev/gemini-api/docs/pricing (copies of Sep-Nov 2026)"
+DEFAULT_MODEL = "gemini-3.8-flash"  # stable (not preview); the newest Flash model in Nov 2026
 DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gemini-3.8-flash": ModelPrice(input=1.50, output=7.50, cached_input=0.15),
+    "gemini-3.5-flash": ModelPrice(input=1.50, output=9.00, cached_input=0.15),
+    "gemini-3.5-flash-lite": ModelPrice(input=0.30, output=2.50, cached_input=0.03),
+    "gemini-3.1-flash-lite": ModelPrice(input=0.25, output=1.50, cached_input=0.025),
     "gemini-3-flash-preview": ModelPrice(input=0.50, output=3.00, cached_input=0.05),
+    # Announced to shut down on 2026-12-01 (Google reroutes the id to a newer model).
     "gemini-2.5-flash": ModelPrice(input=0.30, output=2.50, cached_input=0.03),
     "gemini-2.5-flash-lite": ModelPrice(input=0.10, output=0.40, cached_input=0.01),
 }
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GeminiConfig(BaseModel):
     """The Gemini backend. Model ids change often: `model` is configurable, with its price."""
 
     model_config = _STRICT
-    model: str = Field(default="gemini-3-flash-preview", min_length=1)
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
     base_url: str | None = Field(default=None, description="null = Google's endpoint")
     api_version: Literal["v1beta"] = "v1beta"  # systemInstruction/responseSchema/thinking need it
     # Google recommends the default 1.0 for Gemini 3 (lower values can loop); the seed and the
-    # journal, not the temperature, are what make a backtest reproducible.
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    seed: int | None = 42
+    # journal, not the temperature, are what make a backtest reproducible. null = not sent
+    # (the model's own default).
+    temperature: float | None = Field(default=1.0, ge=0, le=2)
+    seed: int | None = Field(default=42, description="null = not sent; best effort anyway")
     max_output_tokens: int = Field(default=2048, ge=64, le=65_536, description="incl. thinking")
     thinking_level: ThinkingLevel | None = ThinkingLevel.LOW
     thinking_budget: int | None = Field(default=None, ge=-1, le=32_768, description="2.5 models")
+    # A question whose answers were unusable this many times (bad JSON, out of range, blocked,
+    # truncated) is not asked again until the prompt, the schema, the model or a setting in the
+    # decision key changes: replay reports it as unanswerable, not as a miss.
+    max_invalid_answers: int = Field(default=2, ge=1, le=100)
+    # An answer's text beyond this size is refused (error kind answer_too_large), never stored
+    # whole: a decision is a few hundred bytes.
+    max_answer_bytes: int = Field(default=65_536, ge=1024, le=10 * 1024 * 1024)
     retry: RetryConfig = RetryConfig()
     limits: LimitsConfig = LimitsConfig()
     stop_bounds: StopBounds = StopBounds()
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    prices_checked: str = Field(
+        default=PRICES_CHECKED, description="when and where `prices` were checked (a note)"
+    )
 
     @field_validator("prices", mode="before")
     @classmethod
     def _over_defaults(cls, value: Any) -> Any:
         # Entries given in config add to or replace the shipped ones; they never drop them.
         if isinstance(value, dict):
-            return {**DEFAULT_PRICES, **value}
+            shipped = {k: v.model_dump() for k, v in DEFAULT_PRICES.items()}
+            return {**shipped, **value}
         return value
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+    def _safe_url(cls, value: str | None) -> str | None:
+        """https, or plain http to this machine only: the API key travels in a header."""
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (user:password@); the key is sent apart")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError(
+                f"{value!r} would send the API key unencrypted; use https:// "
+                "(plain http:// is allowed for 127.0.0.1, ::1 and localhost only)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -264,7 +318,26 @@ def load_config(raw: dict[str, Any] | None, *, section: str = "llm_oracle") -> O
         raw = {}
     if not isinstance(raw, dict):
         raise OracleConfigError(f"{section}: must be an object, got {type(raw).__name__}")
+    return validate_strict(OracleConfig, raw, section)
+
+
+def validate_strict(model: type[M], raw: dict[str, Any], section: str) -> M:
+    """Validate a config block strictly, as the JSON it came from.
+
+    JSON mode keeps strict types (no "no" as false, no true as 1) while reading enums and paths
+    from their string form; a value JSON cannot hold (a Python object) is refused by name.
+    """
     try:
-        return OracleConfig.model_validate(raw)
+        text = json.dumps(raw, default=_plain, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise OracleConfigError(f"invalid '{section}' config: {exc}") from None
+    try:
+        return model.model_validate_json(text)
     except ValidationError as exc:
-        raise OracleConfigError(format_errors(section, exc, OracleConfig)) from None
+        raise OracleConfigError(format_errors(section, exc, model)) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} {value!r} is not a JSON value")

@@ -6,6 +6,7 @@ import pytest
 
 from llm_oracle.backends import GeminiBackend, build_backend
 from llm_oracle.config import BackendName, OracleConfigError, load_config
+from tests.factories import make_request
 
 
 def test_gemini_defaults_are_valid_and_build_without_a_key(
@@ -15,7 +16,9 @@ def test_gemini_defaults_are_valid_and_build_without_a_key(
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     cfg = load_config({"backend": "gemini"})
     assert cfg.backend is BackendName.GEMINI
-    assert cfg.gemini.model == "gemini-3-flash-preview" and cfg.gemini.api_version == "v1beta"
+    assert cfg.gemini.model == "gemini-3.8-flash" and cfg.gemini.api_version == "v1beta"
+    assert "preview" not in cfg.gemini.model  # the shipped default is a stable model
+    assert "2026" in cfg.gemini.prices_checked and "pricing" in cfg.gemini.prices_checked
     assert cfg.gemini.price.input > 0 and cfg.gemini.price.output > cfg.gemini.price.input
     backend = build_backend(cfg)  # no client, no key needed until the first call
     assert isinstance(backend, GeminiBackend)
@@ -25,7 +28,7 @@ def test_gemini_defaults_are_valid_and_build_without_a_key(
 def test_replay_may_record_gemini() -> None:
     cfg = load_config({"replay": {"source": "gemini", "on_miss": "call:gemini"}})
     backend = build_backend(cfg)
-    assert backend.identity.model == "gemini-3-flash-preview"
+    assert backend.identity.model == "gemini-3.8-flash"
     assert backend.limits is not None  # a recording spends: limits apply
     holding = build_backend(load_config({"replay": {"source": "gemini", "on_miss": "hold"}}))
     assert holding.limits is None  # a replay that never calls spends nothing
@@ -42,7 +45,7 @@ def test_a_new_model_needs_its_price_and_keeps_the_shipped_ones() -> None:
             }
         }
     )
-    assert cfg.gemini.price.output == 4.0 and "gemini-3-flash-preview" in cfg.gemini.prices
+    assert cfg.gemini.price.output == 4.0 and "gemini-3.8-flash" in cfg.gemini.prices
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,12 @@ def test_a_new_model_needs_its_price_and_keeps_the_shipped_ones() -> None:
         ({"thinking_level": "huge"}, r"thinking_level: 'huge'.*'minimal'.*'high'"),
         ({"thinking_budget": 128}, r"thinking_level .*or gemini\.thinking_budget"),
         ({"base_url": "localhost:8080"}, r"base_url.*not an http\(s\) URL"),
+        ({"base_url": "http://gemini.example.com"}, r"base_url.*unencrypted; use https://"),
+        ({"base_url": "http://10.0.0.5:8080"}, r"base_url.*unencrypted"),
+        ({"base_url": "https://user:pw@example.com"}, r"base_url: .*credentials"),
+        ({"base_url": "https://example.com/?key=1"}, r"base_url: .*query"),
+        ({"max_invalid_answers": 0}, r"gemini\.max_invalid_answers"),
+        ({"max_answer_bytes": 10}, r"gemini\.max_answer_bytes"),
         ({"api_version": "v1"}, r"api_version"),
         ({"stop_bounds": {"atr_min": 5, "atr_max": 1}}, r"atr_min must not exceed atr_max"),
     ],
@@ -70,6 +79,29 @@ def test_thinking_budget_for_2_5_models() -> None:
         {"gemini": {"model": "gemini-2.5-flash", "thinking_level": None, "thinking_budget": 0}}
     )
     backend = GeminiBackend(cfg.gemini, cfg.timeout_s)
-    thinking = backend.generation_config("sys").thinking_config
+    thinking = backend.generation_config("sys", make_request()).thinking_config
     assert thinking is not None and thinking.thinking_budget == 0
     assert thinking.thinking_level is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://generativelanguage.googleapis.com",
+        "https://proxy.example.com:8443/gemini",
+        "http://127.0.0.1:8080",
+        "http://127.0.0.2:9",
+        "http://localhost:1234",
+        "http://[::1]:8080",
+    ],
+)
+def test_https_or_loopback_base_urls_are_accepted(url: str) -> None:
+    assert load_config({"gemini": {"base_url": url}}).gemini.base_url == url
+
+
+def test_unset_sampling_parameters_are_left_out_of_the_request() -> None:
+    cfg = load_config({"gemini": {"temperature": None, "seed": None}})
+    gen = GeminiBackend(cfg.gemini, cfg.timeout_s).generation_config("sys", make_request())
+    sent = gen.model_dump(exclude_none=True)
+    assert "temperature" not in sent and "seed" not in sent
+    assert sent["max_output_tokens"] == 2048
