@@ -53,7 +53,15 @@ class Action(StrEnum):
 
 
 class ErrorKind(StrEnum):
-    """Why a backend produced no usable decision; journaled with the failed attempt."""
+    """Why a backend produced no usable decision; journaled with the failed attempt.
+
+    Three families, which the limits treat differently (`is_content`, `is_service`):
+    - service failures (the provider did not answer properly) count towards the circuit breaker;
+    - content errors (the provider answered, the answer is unusable) are journaled and counted
+      per question, never against the provider's health: a question that keeps getting them is
+      "unanswerable" (`gemini.max_invalid_answers`) instead of being asked and paid for again;
+    - local refusals (budget, circuit) never reach the provider.
+    """
 
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
@@ -63,11 +71,52 @@ class ErrorKind(StrEnum):
     TRUNCATED = "truncated"
     BLOCKED = "blocked"
     INVALID_DECISION = "invalid_decision"
+    ANSWER_TOO_LARGE = "answer_too_large"  # beyond gemini.max_answer_bytes: refused, not stored
+    MODEL_MISMATCH = "model_mismatch"  # answered by another model than the configured one
     BUDGET_EXHAUSTED = "budget_exhausted"
     CIRCUIT_OPEN = "circuit_open"
     AUTH = "auth"  # no API key, or the provider rejected it (401/403)
-    CLIENT_ERROR = "client_error"  # any other 4xx: a bad request or an unknown model, not retried
+    CLIENT_ERROR = "client_error"  # any other 4xx (or a refused redirect): not retried
     BACKEND_ERROR = "backend_error"
+    # Outcome only, never journaled: the question already got max_invalid_answers content errors.
+    UNANSWERABLE = "unanswerable"
+    # A journal row whose stored answer no longer validates; superseded by a fresh answer.
+    UNREADABLE = "unreadable"
+
+    @property
+    def is_content(self) -> bool:
+        """The provider answered, but the answer cannot be used for this question."""
+        return self in _CONTENT_KINDS
+
+    @property
+    def is_local(self) -> bool:
+        """Refused or decided here, without asking the provider."""
+        return self in _LOCAL_KINDS
+
+    @property
+    def is_service(self) -> bool:
+        """A failure of the provider or the way to it: what the circuit breaker counts."""
+        return not (self.is_content or self.is_local)
+
+
+_CONTENT_KINDS = frozenset(
+    {
+        ErrorKind.INVALID_JSON,
+        ErrorKind.TRUNCATED,
+        ErrorKind.BLOCKED,
+        ErrorKind.INVALID_DECISION,
+        ErrorKind.ANSWER_TOO_LARGE,
+    }
+)
+_LOCAL_KINDS = frozenset(
+    {
+        ErrorKind.BUDGET_EXHAUSTED,
+        ErrorKind.CIRCUIT_OPEN,
+        ErrorKind.UNANSWERABLE,
+        ErrorKind.UNREADABLE,
+    }
+)
+CONTENT_ERROR_KINDS: tuple[str, ...] = tuple(sorted(k.value for k in _CONTENT_KINDS))
 
 
 class DecisionSource(StrEnum):
@@ -225,6 +274,8 @@ class JournalEntry(BaseModel):
     # Requests sent to the provider for this row (retries included; 0 = refused locally, e.g.
     # budget spent or circuit open). The daily call budget is the sum of this column.
     attempts: int = Field(default=1, ge=0)
+    # The backend's answer-changing settings (canonical JSON), as hashed into `key`.
+    settings: str = ""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @model_validator(mode="after")
@@ -253,5 +304,6 @@ class JournalEntry(BaseModel):
             "error_kind": self.error_kind.value if self.error_kind else None,
             "error_detail": self.error_detail,
             "attempts": self.attempts,
+            "settings": self.settings,
             "created_at": self.created_at.isoformat(),
         }

@@ -4,11 +4,17 @@ The same request always renders to the same text, byte for byte. Static instruct
 market data last, so providers with implicit prefix caching (Gemini) bill the shared prefix once.
 Bump PROMPT_VERSION whenever the rendered text changes: it is part of the decision key, so old
 journal rows are never replayed as answers to a prompt they were not given.
+
+The static part (1,008 characters, about 250 tokens, plus the response schema) is far below the
+size from which Gemini caches a prefix implicitly (about 1,024 tokens on 3 Flash, 4,096 on 3.5+
+Flash): no request of this oracle is billed at the cached price, and padding the prompt to get
+there would cost more than the discount saves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from llm_oracle.models import OracleRequest, Purpose
@@ -65,7 +71,19 @@ def render(request: OracleRequest) -> RenderedPrompt:
     return RenderedPrompt(system=SYSTEM_INSTRUCTIONS, user="\n".join(lines))
 
 
-def decision_key(request: OracleRequest, backend: str, model: str, prompt_version: str) -> str:
-    """sha256 over the canonical request and everything that could change the answer."""
-    material = "\n".join((prompt_version, backend, model, request.canonical_json()))
+def decision_key(
+    request: OracleRequest, backend: str, model: str, prompt_version: str, settings: str = ""
+) -> str:
+    """sha256 over the canonical request and everything that could change the answer.
+
+    `settings` is the backend's canonical JSON of its answer-changing settings (see
+    `BackendIdentity.settings`): rules parameters, or Gemini's schema version, sampling and
+    thinking settings and stop bounds. Changing any of them asks anew instead of replaying
+    answers given under other settings.
+    """
+    material = "\n".join((prompt_version, backend, model, settings, request.canonical_json()))
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def canonical_settings(settings: dict[str, object]) -> str:
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

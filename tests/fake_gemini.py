@@ -4,12 +4,18 @@ The real google-genai client talks to it through `HttpOptions(base_url=...)`. Ea
 what the next requests get (a sequence, then a default), and reads back what arrived: path, body
 JSON and headers (the API key value is replaced, so a recorded request never holds it).
 Waiting is Event/Condition based, never sleep polling, so tests synchronise on what happened.
+
+Like the real API, `modelVersion` names the model the request asked for (set `model_version` to
+play a rerouted model). `SchemaRandom` is an independent model that follows the request's
+`responseSchema` and nothing else: any enum value, any number in range (bounds included), null
+or absent where allowed, text up to maxLength.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODEL_VERSION = "gemini-fake-001"
+MODEL_VERSION = "gemini-fake-001"  # a model the tests never configure: a rerouted model
 _PATH = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 USAGE = {
     "promptTokenCount": 400,
@@ -106,6 +112,37 @@ class Custom:
     decision: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SchemaRandom:
+    """An answer drawn from the request's responseSchema alone, seeded by the request."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A redirect to `location` + the same path (307 keeps the POST and its headers): a client
+    must not follow it with the key."""
+
+    location: str
+    code: int = 307
+
+
+@dataclass(frozen=True)
+class Echo:
+    """A valid-looking answer that repeats the API key in `where`: reasoning (also escaped and
+    in an extra property), model_version, or raw (a non-JSON answer body)."""
+
+    where: str = "reasoning"
+
+
+@dataclass(frozen=True)
+class Huge:
+    """A valid decision whose text is `size` bytes long (the reasoning is padded)."""
+
+    size: int = 200_000
+
+
 Behaviour = (
     Ok
     | Slow
@@ -117,6 +154,10 @@ Behaviour = (
     | Blocked
     | EchoKey
     | Custom
+    | SchemaRandom
+    | Redirect
+    | Echo
+    | Huge
 )
 
 
@@ -131,7 +172,7 @@ def atr_stop(user_text: str) -> float:
     return round(min(max(2 * atr, 0.002), 0.05), 5)
 
 
-def _answer(text: str, finish: str = "STOP") -> dict[str, Any]:
+def _answer(text: str, model: str, finish: str = "STOP") -> dict[str, Any]:
     return {
         "candidates": [
             {
@@ -141,8 +182,39 @@ def _answer(text: str, finish: str = "STOP") -> dict[str, Any]:
             }
         ],
         "usageMetadata": USAGE,
-        "modelVersion": MODEL_VERSION,
+        "modelVersion": model,
     }
+
+
+def schema_instance(schema: dict[str, Any], rng: random.Random) -> Any:
+    """A random value the (Gemini-subset) schema allows, bounds included."""
+    if schema.get("nullable") and rng.random() < 0.15:
+        return None
+    kind = str(schema.get("type", "OBJECT")).upper()
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    if kind == "OBJECT":
+        properties = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        order = schema.get("propertyOrdering") or list(properties)
+        return {
+            name: schema_instance(properties[name], rng)
+            for name in order
+            if name in required or rng.random() < 0.6
+        }
+    if kind in ("NUMBER", "INTEGER"):
+        low = float(schema.get("minimum", -1e6))
+        high = float(schema.get("maximum", 1e6))
+        pick = rng.random()
+        value = low if pick < 0.1 else high if pick < 0.2 else rng.uniform(low, high)
+        return int(value) if kind == "INTEGER" else value
+    if kind == "BOOLEAN":
+        return rng.random() < 0.5
+    if kind == "ARRAY":
+        return [schema_instance(schema.get("items", {}), rng) for _ in range(rng.randint(0, 3))]
+    longest = int(schema.get("maxLength", 200))
+    length = longest if rng.random() < 0.05 else rng.randint(0, min(longest, 200))
+    return "".join(rng.choice("abcdefghij klmnop.,;:") for _ in range(length))
 
 
 def _error(code: int, status: str, message: str, details: list[Any] | None = None) -> Any:
@@ -162,6 +234,7 @@ class FakeGemini:
     in_flight: int = 0
     max_in_flight: int = 0
     url: str = ""
+    model_version: str | None = None  # None: echo the requested model, like the real API
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _release: threading.Event = field(default_factory=threading.Event)
 
@@ -209,12 +282,14 @@ class FakeGemini:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self._cond.notify_all()
         try:
-            if not _PATH.match(handler.path):
+            match = _PATH.match(handler.path)
+            if not match:
                 self._send(handler, 404, _error(404, "NOT_FOUND", f"no route {handler.path}"))
             elif not key_ok:
                 self._send(handler, 403, _error(403, "PERMISSION_DENIED", "API key not valid."))
             else:
-                self._respond(handler, body, self._next(), self.api_key)
+                model = self.model_version or match.group(2)
+                self._respond(handler, body, self._next(), self.api_key, model)
         finally:
             with self._cond:
                 self.in_flight -= 1
@@ -222,7 +297,7 @@ class FakeGemini:
                 self._cond.notify_all()
 
     def _respond(
-        self, handler: BaseHTTPRequestHandler, body: Any, how: Behaviour, key: str
+        self, handler: BaseHTTPRequestHandler, body: Any, how: Behaviour, key: str, model: str
     ) -> None:
         if isinstance(how, Slow):
             self._release.wait(how.seconds)
@@ -236,37 +311,69 @@ class FakeGemini:
             ]
             self._send(handler, 429, _error(429, "RESOURCE_EXHAUSTED", "quota", details))
         elif isinstance(how, ServerError):
-            status = "UNAVAILABLE" if how.code == 503 else "INTERNAL"
-            self._send(handler, how.code, _error(how.code, status, "try again later"))
+            status = {503: "UNAVAILABLE", 408: "DEADLINE_EXCEEDED", 501: "UNIMPLEMENTED"}
+            code = how.code
+            self._send(handler, code, _error(code, status.get(code, "INTERNAL"), "try again"))
         elif isinstance(how, Malformed):
-            self._send(handler, 200, _answer(how.text))
+            self._send(handler, 200, _answer(how.text, model))
         elif isinstance(how, Truncated):
-            self._send(handler, 200, _answer(how.text, "MAX_TOKENS"))
+            self._send(handler, 200, _answer(how.text, model, "MAX_TOKENS"))
         elif isinstance(how, Blocked):
             blocked = {
                 "promptFeedback": {"blockReason": how.reason},
                 "usageMetadata": {"promptTokenCount": 400, "totalTokenCount": 400},
-                "modelVersion": MODEL_VERSION,
+                "modelVersion": model,
             }
             self._send(handler, 200, blocked)
         elif isinstance(how, EchoKey):
             message = f"API key {key} is not allowed for this model"
             self._send(handler, 400, _error(400, "INVALID_ARGUMENT", message))
         elif isinstance(how, Custom):
-            self._send(handler, 200, _answer(json.dumps(how.decision)))
+            self._send(handler, 200, _answer(json.dumps(how.decision), model))
+        elif isinstance(how, SchemaRandom):
+            schema = body["generationConfig"]["responseSchema"]
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            rng = random.Random(f"{how.seed}:{digest}")
+            self._send(handler, 200, _answer(json.dumps(schema_instance(schema, rng)), model))
+        elif isinstance(how, Redirect):
+            handler.send_response(how.code)
+            handler.send_header("Location", how.location + handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        elif isinstance(how, Echo):
+            decision = self._echo_decision(body)
+            if how.where == "reasoning":
+                escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+                decision["reasoning"] = f"the key is {key}"
+                text = json.dumps(decision)[:-1] + f', "note": "{escaped}", "{key}": 1}}'
+                self._send(handler, 200, _answer(text, model))
+            elif how.where == "model_version":
+                self._send(handler, 200, _answer(json.dumps(decision), f"{model}-{key}"))
+            else:
+                self._send(handler, 200, _answer(f"not json, but the key: {key}", model))
+        elif isinstance(how, Huge):
+            decision = self._echo_decision(body)
+            text = json.dumps(decision)
+            decision["reasoning"] = "x" * max(0, how.size - len(text))
+            self._send(handler, 200, _answer(json.dumps(decision), model))
         else:
             assert isinstance(how, Ok)
-            text = body["contents"][0]["parts"][0]["text"]
-            side = candidate_side(text)
-            decision: dict[str, Any] = {
-                "action": side or "hold",
-                "confidence": how.confidence,
-                "reasoning": "fake: echo the pre-filter",
-            }
-            if side:
-                stop = how.stop_loss if how.stop_loss is not None else atr_stop(text)
-                decision |= {"stop_loss": stop, "take_profit": round(2 * stop, 5)}
-            self._send(handler, 200, _answer(json.dumps(decision)))
+            self._send(handler, 200, _answer(json.dumps(self._echo_decision(body, how)), model))
+
+    @staticmethod
+    def _echo_decision(body: Any, how: Ok | None = None) -> dict[str, Any]:
+        how = how or Ok()
+        text = body["contents"][0]["parts"][0]["text"]
+        side = candidate_side(text)
+        decision: dict[str, Any] = {
+            "action": side or "hold",
+            "confidence": how.confidence,
+            "reasoning": "fake: echo the pre-filter",
+        }
+        if side:
+            stop = how.stop_loss if how.stop_loss is not None else atr_stop(text)
+            decision |= {"stop_loss": stop, "take_profit": round(2 * stop, 5)}
+        return decision
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, code: int, payload: Any) -> None:
@@ -289,6 +396,9 @@ def start_fake_gemini(api_key: str = "test-key-0123456789") -> Iterator[FakeGemi
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
+            fake.handle(self)
+
+        def do_GET(self) -> None:  # a client following a 302/303 comes back with GET
             fake.handle(self)
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from llm_oracle.backends import RulesBackend
-from llm_oracle.backends.gemini import cost_usd, response_schema, retry_delay_s
+from llm_oracle.backends.gemini import GeminiBackend, cost_usd, response_schema, retry_delay_s
 from llm_oracle.cli import deep_merge
 from llm_oracle.config import ModelPrice, load_config
 from llm_oracle.journal import Journal
@@ -37,6 +38,8 @@ from llm_oracle.models import (
 from llm_oracle.oracle import Oracle
 from llm_oracle.progress import Progress
 from llm_oracle.prompt import SYSTEM_INSTRUCTIONS, render
+from llm_oracle.sanity import stop_range, target_floor
+from llm_oracle.schema import answer_schema
 from tests.factories import make_request
 from tests.fake_gemini import (
     MODEL_VERSION,
@@ -51,6 +54,7 @@ from tests.fake_gemini import (
     ServerError,
     Slow,
     Truncated,
+    schema_instance,
     start_fake_gemini,
 )
 
@@ -110,15 +114,16 @@ def test_valid_answer_is_recorded_with_usage_cost_and_model_version(
     assert json.loads(row["raw_response"])["action"] in ("long", "short")
     assert (row["prompt_tokens"], row["output_tokens"], row["thinking_tokens"]) == (400, 50, 30)
     assert row["cached_tokens"] == 100 and row["attempts"] == 1
-    expected = (300 * 0.50 + 100 * 0.05 + (50 + 30) * 3.00) / 1e6
+    expected = (300 * 1.50 + 100 * 0.15 + (50 + 30) * 7.50) / 1e6  # gemini-3.8-flash
     assert row["cost_usd"] == pytest.approx(expected)
-    assert row["model_version"] == MODEL_VERSION
-    assert row["backend"] == "gemini" and row["model"] == "gemini-3-flash-preview"
+    assert row["model_version"] == "gemini-3.8-flash"
+    assert row["backend"] == "gemini" and row["model"] == "gemini-3.8-flash"
+    assert json.loads(row["settings"])["schema"] == "2"
     assert row["latency_ms"] > 0
 
     sent = {r.user_text: r for r in fake.requests}
     request = sent[render(long_req).user]
-    assert request.path == "/v1beta/models/gemini-3-flash-preview:generateContent"
+    assert request.path == "/v1beta/models/gemini-3.8-flash:generateContent"
     assert request.headers["x-goog-api-key"] == "<redacted>"
     assert request.body["systemInstruction"]["parts"][0]["text"] == SYSTEM_INSTRUCTIONS
     gen = request.body["generationConfig"]
@@ -127,8 +132,12 @@ def test_valid_answer_is_recorded_with_usage_cost_and_model_version(
     assert json.dumps(gen["thinkingConfig"]).lower().count("low") == 1
     schema = gen["responseSchema"]
     assert set(schema["properties"]) == set(OracleDecision.model_fields)
+    assert schema["properties"]["action"]["enum"] == ["long", "hold"]  # this question only
+    assert "stop_loss" in schema["required"]
     assert "additional_properties" not in json.dumps(schema)  # the Gemini API rejects it
     assert "additionalProperties" not in json.dumps(schema)
+    short_schema = sent[render(short_req).user].body["generationConfig"]["responseSchema"]
+    assert short_schema["properties"]["action"]["enum"] == ["short", "hold"]
     assert oracle.stats.tokens == 2 * 480 and oracle.stats.cost_usd == pytest.approx(2 * expected)
     oracle.close()
 
@@ -142,14 +151,67 @@ def test_exit_review_is_answered(tmp_path: Path, fake: FakeGemini) -> None:
     oracle.close()
 
 
-def test_wire_schema_bounds_match_the_decision_model() -> None:
-    schema = response_schema()
-    props = schema.properties or {}
-    assert set(props) == set(OracleDecision.model_fields)
-    for name in ("confidence", "stop_loss", "take_profit"):
-        meta = {type(m).__name__: m for m in OracleDecision.model_fields[name].metadata}
-        assert props[name].minimum == meta["Ge"].ge and props[name].maximum == meta["Le"].le
-    assert props["action"].enum == [a.value for a in Action]
+def test_wire_schema_is_built_per_question_from_the_sanity_bounds() -> None:
+    config = load_config({}).gemini
+    entry = make_request()  # ATR 0.25%: stops within [0.00125, 0.025]
+    props = response_schema(entry, config).properties or {}
+    assert props["action"].enum == ["long", "hold"]
+    low, high = stop_range(entry, config.stop_bounds)
+    assert (props["stop_loss"].minimum, props["stop_loss"].maximum) == (low, high)
+    assert (low, high) == (0.00125, 0.025)
+    assert props["take_profit"].minimum == target_floor(entry) == 0.001101  # > 2 x 0.00055
+    assert props["take_profit"].nullable is True
+    assert (props["confidence"].minimum, props["confidence"].maximum) == (0.0, 1.0)
+    assert props["reasoning"].max_length == 2000
+
+    position = Position(side=Side.SHORT, profit_pct=0.1, candles_held=12, leverage=1)
+    review = make_request(purpose=Purpose.EXIT_REVIEW, candidate=None, position=position)
+    review_schema = response_schema(review, config)
+    assert (review_schema.properties or {})["action"].enum == ["exit", "hold"]
+    assert set(review_schema.properties or {}) == {"action", "confidence", "reasoning"}
+    short = make_request(candidate=Side.SHORT)
+    assert (response_schema(short, config).properties or {})["action"].enum == ["short", "hold"]
+
+
+def test_every_answer_the_schema_allows_passes_the_checks() -> None:
+    """Bounds included: the schema and the sanity checks describe the same answers."""
+    config = load_config({}).gemini
+    backend = GeminiBackend(config, 5)
+    position = Position(side=Side.LONG, profit_pct=-0.3, candles_held=15, leverage=2)
+    questions = [
+        make_request(rsi=40.0 + i, candidate=side)
+        for i in range(10)
+        for side in (Side.LONG, Side.SHORT)
+    ] + [make_request(purpose=Purpose.EXIT_REVIEW, candidate=None, position=position)]
+    rng = random.Random(7)
+    rejected = []
+    for request in questions:
+        schema = answer_schema(request, config.stop_bounds)
+        wire = response_schema(request, config).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        for _ in range(200):
+            answer = schema_instance(wire, rng)
+            result = backend.interpret(
+                _response(json.dumps(answer)), request, attempts=1, latency_ms=1.0
+            )
+            if result.error_kind is not None:
+                rejected.append((answer, result.error_detail))
+        assert schema["property_ordering"] == list(schema["properties"])
+    assert rejected == []
+
+
+def _response(text: str, model: str = "gemini-3.8-flash") -> Any:
+    from google.genai import types
+
+    return types.GenerateContentResponse.model_validate(
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": text}]}, "finish_reason": "STOP"}
+            ],
+            "model_version": model,
+        }
+    )
 
 
 # --- every failure: journal row, fallback, never an unconfirmed entry ---------------------------
@@ -296,7 +358,7 @@ def test_transport_errors_are_retried_then_reported(
     [
         ({"daily_calls": 2}, 2),
         ({"daily_tokens": 900}, 2),  # 480 per call: the third sees 960 >= 900
-        ({"daily_usd": 0.0004}, 2),  # 0.000395 per call
+        ({"daily_usd": 0.002}, 2),  # 0.001065 per call
     ],
 )
 def test_budget_exhaustion_falls_back_without_calling_and_survives_restart(

@@ -7,7 +7,9 @@ backend gets them for free and a new provider is one new module plus one registr
 Deadlines: the oracle passes `deadline`, an absolute `asyncio` loop time by which the answer must
 be back (live trading), or None when recording over history. With None the backend bounds its
 own work to the oracle's `timeout_s`, counted from its first request (waiting for a rate-limit
-slot is not part of it). A backend must never sleep or retry past its deadline.
+slot is not part of it). A backend must never sleep or retry past its deadline: it owns the
+deadline, so the attempts, error kind and cost it reports are exact (the oracle only steps in,
+after a grace period, for a backend that ignores it).
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm_oracle.config import LimitsConfig
 from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
+from llm_oracle.prompt import decision_key
 
 
 @dataclass(frozen=True, slots=True)
 class BackendIdentity:
-    """What makes two answers comparable: it goes into the decision key."""
+    """What makes two answers comparable: all of it goes into the decision key."""
 
     name: str
     model: str
     prompt_version: str
+    # Canonical JSON of every setting that can change an answer (see prompt.canonical_settings).
+    settings: str = ""
+
+    def key(self, request: OracleRequest) -> str:
+        return decision_key(request, self.name, self.model, self.prompt_version, self.settings)
 
 
 class BackendResult(BaseModel):
@@ -57,6 +65,8 @@ class Backend(ABC):
     identity: BackendIdentity
     # Limits of a paid service (concurrency, rpm, budget, breaker); None = local and free.
     limits: LimitsConfig | None = None
+    # After this many unusable answers to one question it is not asked again (None = no limit).
+    max_invalid_answers: int | None = None
 
     @abstractmethod
     async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:

@@ -1,14 +1,20 @@
 """Gemini backend: the real google-genai async client, structured output, an own retry policy.
 
 - The client is created on first use, so configs that never call Gemini (a replay that holds on a
-  miss) need no API key. The key comes from GOOGLE_API_KEY or GEMINI_API_KEY (the SDK's order)
-  and is scrubbed from every text this module hands out, defensively.
+  miss) need no API key. The key comes from GOOGLE_API_KEY or GEMINI_API_KEY (the SDK's order).
+- Secrets: the key is scrubbed from every text this module hands out (answer text and reasoning,
+  model version, raw response, error details), whatever the endpoint chose to echo. Redirects
+  are never followed (the key travels in a header that HTTP clients forward to the new host),
+  and the config only allows https, or http to this machine.
+- Every question gets its own response schema (`llm_oracle.schema`): a model that follows it
+  cannot give an answer the checks below reject.
 - The SDK retries nothing (its retry is set to one attempt, which also disables its implicit
-  1-10 s reconnect sleep); this module retries 429 / 5xx / transport errors with exponential
-  backoff and jitter, honours the 429's RetryInfo `retryDelay`, and never sleeps or waits past
-  the deadline.
-- Every answer is validated three times: JSON, the `OracleDecision` model, and `sanity` (side,
-  stop range, fees). Failures keep the raw text, usage and cost: a bad answer was still paid for.
+  1-10 s reconnect sleep); this module retries what Google's SDK would retry (408, 429, 500, 502,
+  503, 504 and transport errors) with exponential backoff and jitter, honours the 429's
+  RetryInfo `retryDelay`, and never sleeps or waits past the deadline, which it owns.
+- Every answer is validated: size, the model that answered, JSON, the `OracleDecision` model and
+  `sanity` (side, stop range, fees). Failures keep the (scrubbed, capped) raw text, usage and
+  cost: a bad answer was still paid for.
 - google-genai is imported lazily: importing `llm_oracle` must stay cheap for rules/replay users.
 """
 
@@ -29,8 +35,10 @@ from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult, fa
 from llm_oracle.config import GeminiConfig, ModelPrice
 from llm_oracle.limits.rate import RateLimiter
 from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
-from llm_oracle.prompt import PROMPT_VERSION, render
+from llm_oracle.prompt import PROMPT_VERSION, canonical_settings, render
 from llm_oracle.sanity import check_decision
+from llm_oracle.schema import SCHEMA_VERSION, answer_fields, answer_schema
+from llm_oracle.secrets import Scrubber
 
 if TYPE_CHECKING:
     from google import genai
@@ -40,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 API_KEY_ENV = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 _DETAIL_MAX = 600  # error_detail is for humans; the raw response column keeps the full text
+_REFUSED_KEEP = 2048  # of an answer refused for its size, the journal keeps this much
+# What Google's SDK retries (HttpRetryOptions' default list), besides transport errors.
+RETRIED_CODES = frozenset({408, 429, 500, 502, 503, 504})
 # Finish reasons that mean the provider refused to answer (content policy), not a malfunction.
 _BLOCK_REASONS = {
     "SAFETY",
@@ -53,6 +64,8 @@ _BLOCK_REASONS = {
     "LANGUAGE",
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+# A revision suffix of the same model ("-001", "-09-2025"): digits and dashes only.
+_REVISION = re.compile(r"^[0-9]+(?:-[0-9]+)*$")
 
 
 def api_key_from_env(env: Any = None) -> str | None:
@@ -87,46 +100,47 @@ def retry_delay_s(details: Any) -> float | None:
     return None
 
 
-def response_schema() -> types.Schema:
-    """Gemini's OpenAPI-subset schema of `OracleDecision`.
+def same_model(configured: str, served: str | None) -> bool:
+    """Did the configured model answer? Unknown (no modelVersion) counts as yes.
+
+    The served id may be the configured one, with a `models/` prefix, or a revision of it
+    (`gemini-2.5-flash-001`); anything else (`gemini-2.5-flash-lite`, a rerouted newer model) is
+    another model whose answers must not be mixed with the configured model's.
+    """
+    if not served:
+        return True
+    served = served.removeprefix("models/")
+    if served == configured:
+        return True
+    rest = served.removeprefix(f"{configured}-")
+    return rest != served and bool(_REVISION.match(rest))
+
+
+def response_schema(request: OracleRequest, config: GeminiConfig) -> types.Schema:
+    """This question's response schema as google-genai's `types.Schema`.
 
     Written out instead of passing the pydantic model: the SDK would forward the model's
     `additionalProperties: false` (extra="forbid"), which the Gemini API rejects with a 400.
-    Only inclusive bounds, like the model (tests/test_gemini_backend.py keeps them in step).
     """
     from google.genai import types
 
-    fields = OracleDecision.model_fields
-    return types.Schema(
-        type=types.Type.OBJECT,
-        properties={
-            "action": types.Schema(type=types.Type.STRING, enum=["long", "short", "hold", "exit"]),
-            "confidence": types.Schema(
-                type=types.Type.NUMBER,
-                minimum=0.0,
-                maximum=1.0,
-                description="probability (0..1) that the answer is right",
-            ),
-            "stop_loss": types.Schema(
-                type=types.Type.NUMBER,
-                nullable=True,
-                minimum=0.0005,
-                maximum=0.25,
-                description=fields["stop_loss"].description,
-            ),
-            "take_profit": types.Schema(
-                type=types.Type.NUMBER,
-                nullable=True,
-                minimum=0.0005,
-                maximum=1.0,
-                description=fields["take_profit"].description,
-            ),
-            "reasoning": types.Schema(
-                type=types.Type.STRING, description="one or two short sentences"
-            ),
-        },
-        required=["action", "confidence", "reasoning"],
-        property_ordering=["action", "confidence", "stop_loss", "take_profit", "reasoning"],
+    return types.Schema.model_validate(answer_schema(request, config.stop_bounds))
+
+
+def gemini_settings(config: GeminiConfig) -> str:
+    """What besides prompt, model and request can change a Gemini answer: part of the key."""
+    return canonical_settings(
+        {
+            "schema": SCHEMA_VERSION,
+            "api_version": config.api_version,
+            "temperature": config.temperature,
+            "seed": config.seed,
+            "max_output_tokens": config.max_output_tokens,
+            "thinking_level": config.thinking_level.value if config.thinking_level else None,
+            "thinking_budget": config.thinking_budget,
+            # The stop bounds shape every entry's schema (and what is accepted).
+            "stop_bounds": config.stop_bounds.model_dump(mode="json"),
+        }
     )
 
 
@@ -139,14 +153,16 @@ class GeminiBackend(Backend):
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.identity = BackendIdentity("gemini", config.model, PROMPT_VERSION)
+        self.identity = BackendIdentity(
+            "gemini", config.model, PROMPT_VERSION, settings=gemini_settings(config)
+        )
         self.limits = config.limits
+        self.max_invalid_answers = config.max_invalid_answers
         self.timeout_s = timeout_s
         self._rate = RateLimiter(config.limits.rpm, config.limits.rpm_burst)
         self._rng = rng or random.Random()
         self._client: genai.Client | None = None
-        self._key: str | None = None
-        self._gen_config: types.GenerateContentConfig | None = None
+        self.scrubber = Scrubber(api_key_from_env)
         self._no_key_logged = False
 
     # --- client, lazily ----------------------------------------------------------------------
@@ -166,7 +182,11 @@ class GeminiBackend(Backend):
         from google import genai
         from google.genai import types
 
-        self._key = key
+        self.scrubber.add(key)
+        # Never follow a redirect: the key is a header (x-goog-api-key), and aiohttp and httpx
+        # only drop Authorization on a cross-host redirect. A 3xx comes back as an error. The
+        # SDK hands each client only the arguments its request/constructor accepts.
+        no_redirects = {"allow_redirects": False, "follow_redirects": False}
         self._client = genai.Client(
             api_key=key,
             http_options=types.HttpOptions(
@@ -176,11 +196,13 @@ class GeminiBackend(Backend):
                 # One attempt: retries are ours (deadline-aware); this also turns off the SDK's
                 # silent 1-10 s sleep-and-retry on aiohttp connection errors.
                 retry_options=types.HttpRetryOptions(attempts=1),
+                async_client_args=dict(no_redirects),
+                client_args={"follow_redirects": False},
             ),
         )
         return self._client
 
-    def generation_config(self, system: str) -> types.GenerateContentConfig:
+    def generation_config(self, system: str, request: OracleRequest) -> types.GenerateContentConfig:
         from google.genai import types
 
         cfg = self.config
@@ -189,10 +211,12 @@ class GeminiBackend(Backend):
             thinking = types.ThinkingConfig(thinking_level=cfg.thinking_level.value.upper())
         elif cfg.thinking_budget is not None:
             thinking = types.ThinkingConfig(thinking_budget=cfg.thinking_budget)
+        # None values are left out of the request: an unset temperature or seed is the model's
+        # own default, not a value we chose.
         return types.GenerateContentConfig(
             system_instruction=system,
             response_mime_type="application/json",
-            response_schema=response_schema(),
+            response_schema=response_schema(request, cfg),
             temperature=cfg.temperature,
             seed=cfg.seed,
             max_output_tokens=cfg.max_output_tokens,
@@ -203,9 +227,7 @@ class GeminiBackend(Backend):
 
     def scrub(self, text: str) -> str:
         """Never let the key out, whatever an exception or a server chose to echo."""
-        for key in {self._key, api_key_from_env()} - {None}:
-            text = text.replace(key, "[redacted]")  # type: ignore[arg-type]
-        return text
+        return self.scrubber.scrub(text)
 
     # --- one decision ------------------------------------------------------------------------
     async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
@@ -218,8 +240,7 @@ class GeminiBackend(Backend):
 
         loop = asyncio.get_running_loop()
         prompt = render(request)
-        if self._gen_config is None:  # the system part is static (PROMPT_VERSION)
-            self._gen_config = self.generation_config(prompt.system)
+        gen_config = self.generation_config(prompt.system, request)
         retry = self.config.retry
         attempts = 0  # requests actually sent (a rate-limit refusal sends none)
         started: float | None = None
@@ -245,7 +266,7 @@ class GeminiBackend(Backend):
             try:
                 response = await asyncio.wait_for(
                     client.aio.models.generate_content(
-                        model=self.config.model, contents=prompt.user, config=self._gen_config
+                        model=self.config.model, contents=prompt.user, config=gen_config
                     ),
                     deadline - now,
                 )
@@ -258,6 +279,7 @@ class GeminiBackend(Backend):
                         update={
                             "error_detail": self.scrub(detail)[:_DETAIL_MAX],
                             "attempts": attempts,
+                            "latency_ms": (loop.time() - started) * 1000,
                         }
                     )
                 return self._failed(
@@ -266,16 +288,14 @@ class GeminiBackend(Backend):
                     attempts,
                     started,
                 )
-            except errors.ClientError as exc:
-                if exc.code == 429:
-                    kind = ErrorKind.RATE_LIMITED
-                    delay = retry_delay_s(exc.details)
-                else:
-                    kind = ErrorKind.AUTH if exc.code in (401, 403) else ErrorKind.CLIENT_ERROR
-                    return self._failed(kind, _describe(exc), attempts, started)
+            except errors.APIError as exc:
+                code = int(exc.code or 0)
+                kind = _kind_of(code)
                 last = self._failed(kind, _describe(exc), attempts, started)
-            except errors.APIError as exc:  # 5xx, and anything else that is not a 4xx
-                last = self._failed(ErrorKind.SERVER_ERROR, _describe(exc), attempts, started)
+                if code not in RETRIED_CODES:
+                    return last
+                if code == 429:
+                    delay = retry_delay_s(exc.details)
             except (OSError, *_transport_errors()) as exc:
                 last = self._failed(ErrorKind.TRANSPORT, _describe(exc), attempts, started)
             else:
@@ -286,7 +306,7 @@ class GeminiBackend(Backend):
             wait = self._backoff(attempt, delay)
             if loop.time() + wait >= deadline:
                 detail = f"{last.error_detail}; a retry in {wait:.2f} s would pass the deadline"
-                return last.model_copy(update={"error_detail": self.scrub(detail)})
+                return last.model_copy(update={"error_detail": self.scrub(detail)[:_DETAIL_MAX]})
             logger.debug("gemini: %s, retry in %.2f s", last.error_kind, wait)
             await asyncio.sleep(wait)
         assert last is not None
@@ -318,21 +338,41 @@ class GeminiBackend(Backend):
     ) -> BackendResult:
         """Map a 200 response to a decision or a failure kind; usage and cost either way."""
         usage = _usage(response.usage_metadata)
+        served = response.model_version
         common: dict[str, Any] = {
             "usage": usage,
             "cost_usd": cost_usd(usage, self.config.price),
             "latency_ms": latency_ms,
-            "model_version": response.model_version,
+            "model_version": self.scrub(str(served))[:200] if served else None,
             "attempts": attempts,
         }
         candidates = response.candidates or []
         finish = _name(candidates[0].finish_reason) if candidates else None
         text = _text(response)
-        raw = self.scrub(text if text else _dump(response))
+        raw = text if text else _dump(response)
+        cap = self.config.max_answer_bytes
+        size = len(raw.encode("utf-8", "replace"))
+        if size > cap:
+            kept = self.scrub(raw[:_REFUSED_KEEP])
+            return failure(
+                ErrorKind.ANSWER_TOO_LARGE,
+                f"answer of {size} bytes refused (gemini.max_answer_bytes {cap})",
+                raw_response=f"{kept}... [{size} bytes, refused and not stored]",
+                **common,
+            )
+        raw = self.scrub(raw)
 
         def bad(kind: ErrorKind, detail: str) -> BackendResult:
             return failure(kind, self.scrub(detail)[:_DETAIL_MAX], raw_response=raw, **common)
 
+        if not same_model(self.config.model, common["model_version"]):
+            return bad(
+                ErrorKind.MODEL_MISMATCH,
+                f"answered by model {common['model_version']!r}, not the configured "
+                f"{self.config.model!r} (retired or rerouted?): its answers are not used or "
+                "stored as the configured model's; set gemini.model (and its price) to the "
+                "model you want",
+            )
         feedback = response.prompt_feedback
         if feedback is not None and feedback.block_reason is not None:
             reason = _name(feedback.block_reason)
@@ -349,11 +389,20 @@ class GeminiBackend(Backend):
         if not text:
             return bad(ErrorKind.INVALID_JSON, f"no text in the answer (finishReason {finish})")
         try:
-            data = json.loads(text)
+            data = json.loads(raw)  # the scrubbed text: reasoning cannot carry the key either
         except json.JSONDecodeError as exc:
             return bad(ErrorKind.INVALID_JSON, f"not JSON: {exc}")
+        if not isinstance(data, dict):
+            return bad(ErrorKind.INVALID_JSON, f"not a JSON object: {type(data).__name__}")
+        # Again after parsing: a JSON escape (\u0041...) would have hidden the key from the text.
+        data = self.scrubber.scrub_json(data)
+        # Keys this question's schema does not have are ignored, not fatal: the schema cannot
+        # forbid them, and they carry nothing we act on.
+        allowed = answer_fields(request)
         try:
-            decision = OracleDecision.model_validate(data)
+            decision = OracleDecision.model_validate(
+                {k: v for k, v in data.items() if k in allowed}
+            )
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()
@@ -368,6 +417,18 @@ class GeminiBackend(Backend):
         if self._client is not None:
             client, self._client = self._client, None
             await client.aio.aclose()
+
+
+def _kind_of(code: int) -> ErrorKind:
+    if code == 429:
+        return ErrorKind.RATE_LIMITED
+    if code == 408:
+        return ErrorKind.TIMEOUT  # the provider's own request timeout
+    if code in (401, 403):
+        return ErrorKind.AUTH
+    if 500 <= code < 600:
+        return ErrorKind.SERVER_ERROR
+    return ErrorKind.CLIENT_ERROR  # other 4xx, and a 3xx: a redirect we refuse to follow
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -391,6 +452,8 @@ def _describe(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     status = getattr(exc, "status", None)
     message = getattr(exc, "message", None)
+    if code is not None and 300 <= int(code) < 400:
+        return f"{code} redirect refused: redirects are never followed with the API key"
     if code is not None and (status or message):
         return f"{code} {status or ''}: {message or ''}".strip()
     return f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,8 @@ class ReplayBackend(Backend):
         self.identity = source.identity
         # Only a miss that calls the source spends anything.
         self.limits = source.limits if on_miss.startswith("call:") else None
+        # A question the source could not answer stays unanswerable in replay too.
+        self.max_invalid_answers = source.max_invalid_answers
         self.source = source
         self.on_miss = on_miss
         self.rules = rules

@@ -9,6 +9,7 @@ from __future__ import annotations
 from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult
 from llm_oracle.config import RulesConfig
 from llm_oracle.models import Action, OracleDecision, OracleRequest, Purpose, Side
+from llm_oracle.prompt import canonical_settings
 
 RULES_MODEL = "rules-v1"  # bump when the policy below changes: it is part of the decision key
 
@@ -16,7 +17,13 @@ RULES_MODEL = "rules-v1"  # bump when the policy below changes: it is part of th
 class RulesBackend(Backend):
     def __init__(self, config: RulesConfig | None = None) -> None:
         self.config = config or RulesConfig()
-        self.identity = BackendIdentity(name="rules", model=RULES_MODEL, prompt_version="none")
+        # Its parameters change its answers (a higher min_stop, another stop): part of the key.
+        self.identity = BackendIdentity(
+            name="rules",
+            model=RULES_MODEL,
+            prompt_version="none",
+            settings=canonical_settings(self.config.model_dump(mode="json")),
+        )
 
     async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
         # Local: nothing is sent to a provider, so nothing counts against request budgets.
