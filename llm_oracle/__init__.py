@@ -12,7 +12,7 @@ from llm_oracle.backends import (
 )
 from llm_oracle.config import OracleConfig, OracleConfigError, load_config
 from llm_oracle.features import entry_requests, exit_review_request
-from llm_oracle.journal import Journal, JournalError
+from llm_oracle.journal import Journal, JournalError, JournalProblem, check_journal
 from llm_oracle.models import (
     Action,
     DecisionSource,
@@ -42,6 +42,7 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
+    "JournalProblem",
     "Oracle",
     "OracleConfig",
     "OracleConfigError",
@@ -54,6 +55,7 @@ __all__ = [
     "Purpose",
     "Side",
     "build_backend",
+    "check_journal",
     "decision_key",
     "entry_requests",
     "exit_review_request",

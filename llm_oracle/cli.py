@@ -21,9 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llm_oracle import risk
+from llm_oracle.backends import build_backend
 from llm_oracle.backends.gemini import API_KEY_ENV, api_key_from_env
 from llm_oracle.config import BackendName, OracleConfig, OracleConfigError, load_config
-from llm_oracle.journal import Journal, JournalError
+from llm_oracle.journal import Journal, JournalError, check_journal
+from llm_oracle.models import CONTENT_ERROR_KINDS
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +79,7 @@ _STATS_SQL = (
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    _, path = _oracle_config(args)
+    cfg, path = _oracle_config(args)
     try:
         journal = Journal(path, create=False)
     except JournalError as exc:
@@ -84,6 +87,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 2
     with journal:
         rows = journal.query(_STATS_SQL)
+        served = journal.query(_SERVED_SQL)
+        unanswerable = journal.query(_UNANSWERABLE_SQL, (*CONTENT_ERROR_KINDS,))
     answers = sum(1 for r in rows if r[3] is None)
     print(f"journal {path}: {len(rows)} rows, {answers} answers, {len(rows) - answers} failed")
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
@@ -117,8 +122,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("errors by kind:", _kinds(totals))
     for name, kinds in sorted(by_model.items()):
         print(f"  {name}: {_kinds(kinds)}")
+    # Which model really answered (modelVersion); another one than configured is a mismatch.
+    answered: dict[str, dict[str, int]] = {}
+    for backend, model, version, n in served:
+        answered.setdefault(f"{backend}/{model}", {})[str(version)] = int(n)  # type: ignore[call-overload]
+    for name, versions in sorted(answered.items()):
+        print(f"answered by: {name}: {_kinds(versions)}")
+    limit = cfg.gemini.max_invalid_answers
+    stuck = sum(1 for (n,) in unanswerable if int(n) >= limit)  # type: ignore[call-overload]
+    print(
+        f"unanswerable questions (>= {limit} unusable answers, none usable): {stuck}; "
+        f"questions with unusable answers: {len(unanswerable)}"
+    )
     print("cache hits are not journaled: see the 'oracle: ...' line a backtest prints")
     return 0
+
+
+_SERVED_SQL = (
+    "SELECT backend, model, model_version, COUNT(*) FROM decisions "
+    "WHERE model_version IS NOT NULL GROUP BY backend, model, model_version"
+)
+_UNANSWERABLE_SQL = (
+    "SELECT COUNT(*) FROM decisions d WHERE error_kind IN ({}) AND NOT EXISTS "
+    "(SELECT 1 FROM decisions a WHERE a.key = d.key AND a.error_kind IS NULL) GROUP BY key"
+).format(",".join("?" * len(CONTENT_ERROR_KINDS)))
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -219,8 +246,36 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg, path = _oracle_config(args)
-    print(f"llm_oracle config OK: backend {cfg.backend.value}, journal {path}")
+    """Everything startup validates, in one pass: the llm_oracle block (and the backend it
+    builds), the money_rules block, and the journal file. Every problem is listed."""
+    raw = load_freqtrade_config(args.config)
+    problems: list[str] = []
+    report: list[str] = []
+    cfg: OracleConfig | None = None
+    try:
+        cfg = load_config(raw.get("llm_oracle"))
+        build_backend(cfg)  # what bot_start builds (no network, no key needed)
+        report.append(f"llm_oracle OK: backend {cfg.backend.value}")
+    except OracleConfigError as exc:
+        problems.append(str(exc))
+    try:
+        risk.load_money_rules(raw.get("money_rules"))
+        report.append("money_rules OK")
+    except OracleConfigError as exc:
+        problems.append(str(exc))
+    if cfg is not None and cfg.enabled:
+        user_data = Path(args.userdir or raw.get("user_data_dir") or "user_data")
+        path = cfg.resolved_journal_path(user_data)
+        try:
+            report.append(check_journal(path))
+        except JournalError as exc:
+            problems.append(f"invalid 'llm_oracle' journal_path: {exc}")
+    elif cfg is not None:
+        report.append("llm_oracle disabled: no journal is opened")
+    if problems:
+        print("\n".join(f"llm-oracle: {p}" for p in problems), file=sys.stderr)
+        return 1
+    print("config OK: " + "; ".join(report))
     return 0
 
 
@@ -229,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
         ("stats", cmd_stats, "calls, errors, tokens, USD and latency from the journal"),
-        ("check-config", cmd_check_config, "validate the llm_oracle block"),
+        (
+            "check-config",
+            cmd_check_config,
+            "validate what startup validates: llm_oracle, money_rules, the journal",
+        ),
         ("record", cmd_record, "record the source backend's decisions over a timerange"),
     ):
         p = sub.add_parser(name, help=text)

@@ -2,31 +2,48 @@
 
 Design choices, and why:
 - WAL mode with a busy timeout, so a backtest, a recorder and a live bot can share one file.
+  Reads and writes use separate connections: a write waiting for another process's lock never
+  holds up a lookup (WAL readers do not wait for writers).
 - A decision is unique per key (partial unique index over rows without an error); failed attempts
   are kept as extra rows for the audit trail but are never served as answers, so a transient error
-  is retried next time instead of being cached forever.
+  is retried next time instead of being cached forever. A stored answer that no longer validates
+  is a miss, never a crash; a fresh answer for its key supersedes it (the old row is kept, marked
+  `unreadable`).
 - `PRAGMA application_id` marks the file as ours and `user_version` holds the schema version:
   a corrupt, foreign or newer file stops with a clear error instead of being written over; an
-  older one is migrated forward in one transaction (v1 -> v2 adds `attempts`).
+  older one is migrated forward in one transaction. `PRAGMA quick_check` at open finds a file
+  corrupted in the middle before a lookup trips over it.
+- Every failure says what it is (`JournalProblem`: corrupt, locked, permission, disk full, ...)
+  with advice that fits: a locked or full journal is fine and must not be moved aside.
 - Spending limits are computed from the rows themselves (`spend_since`, `recent_calls`): every
   answer is committed as it arrives, so a crash or restart can neither forget nor double a cost.
-- No secret ever reaches this module: rows hold requests, answers and usage only.
+- No secret ever reaches this module: rows hold requests, answers and usage only (scrubbed).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
-from llm_oracle.models import JournalEntry, OracleDecision
+from pydantic import ValidationError
 
-SCHEMA_VERSION = 2
+from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, JournalEntry, OracleDecision
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
+BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE decisions (
@@ -50,6 +67,7 @@ CREATE TABLE decisions (
     error_detail    TEXT,
     created_at      TEXT    NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 1,
+    settings        TEXT    NOT NULL DEFAULT '',
     CHECK ((decision_json IS NULL) <> (error_kind IS NULL))
 );
 CREATE UNIQUE INDEX decisions_answer_by_key ON decisions(key) WHERE error_kind IS NULL;
@@ -59,47 +77,194 @@ CREATE INDEX decisions_by_created ON decisions(created_at);
 
 # Each step takes a journal from version N-1 to N; applied in order inside one transaction.
 # v1 rows predate retries and local refusals: each was exactly one request, hence DEFAULT 1.
+# v3 records the backend settings in the decision key (the audit trail of what was asked how).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE decisions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
+    3: ("ALTER TABLE decisions ADD COLUMN settings TEXT NOT NULL DEFAULT ''",),
 }
 
 _COLUMNS = (
     "key, purpose, backend, model, prompt_version, request_json, decision_json, raw_response, "
     "prompt_tokens, output_tokens, thinking_tokens, cached_tokens, latency_ms, cost_usd, "
-    "model_version, error_kind, error_detail, created_at, attempts"
+    "model_version, error_kind, error_detail, created_at, attempts, settings"
 )
 _PLACEHOLDERS = ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
+
+
+class JournalProblem(StrEnum):
+    CORRUPT = "corrupt"
+    NOT_A_JOURNAL = "not_a_journal"
+    NEWER = "newer_schema"
+    MISSING = "missing"
+    NOT_A_FILE = "not_a_file"
+    LOCKED = "locked"
+    PERMISSION = "permission"
+    DISK_FULL = "disk_full"
+    IO = "io_error"
 
 
 class JournalError(RuntimeError):
     """The journal file cannot be used; the message says why and what to do."""
 
+    def __init__(self, message: str, problem: JournalProblem = JournalProblem.IO) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+# SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+_SQLITE_PROBLEMS = {
+    3: JournalProblem.PERMISSION,  # SQLITE_PERM
+    5: JournalProblem.LOCKED,  # SQLITE_BUSY
+    6: JournalProblem.LOCKED,  # SQLITE_LOCKED
+    8: JournalProblem.PERMISSION,  # SQLITE_READONLY
+    10: JournalProblem.IO,  # SQLITE_IOERR
+    11: JournalProblem.CORRUPT,  # SQLITE_CORRUPT
+    13: JournalProblem.DISK_FULL,  # SQLITE_FULL
+    14: JournalProblem.PERMISSION,  # SQLITE_CANTOPEN (refined from the path below)
+    23: JournalProblem.PERMISSION,  # SQLITE_AUTH
+    26: JournalProblem.CORRUPT,  # SQLITE_NOTADB
+}
+_OS_PROBLEMS = {
+    errno.EACCES: JournalProblem.PERMISSION,
+    errno.EPERM: JournalProblem.PERMISSION,
+    errno.EROFS: JournalProblem.PERMISSION,
+    errno.ENOSPC: JournalProblem.DISK_FULL,
+    errno.EDQUOT: JournalProblem.DISK_FULL,
+    errno.EISDIR: JournalProblem.NOT_A_FILE,
+    errno.ENOTDIR: JournalProblem.NOT_A_FILE,
+}
+
+
+def classify(exc: BaseException) -> JournalProblem:
+    """What a sqlite3 or OS error means for the journal file."""
+    if isinstance(exc, JournalError):
+        return exc.problem
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in _SQLITE_PROBLEMS:
+            return _SQLITE_PROBLEMS[code & 0xFF]
+        text = str(exc).lower()
+        for fragment, problem in (
+            ("locked", JournalProblem.LOCKED),
+            ("readonly", JournalProblem.PERMISSION),
+            ("disk is full", JournalProblem.DISK_FULL),
+            ("malformed", JournalProblem.CORRUPT),
+            ("not a database", JournalProblem.CORRUPT),
+        ):
+            if fragment in text:
+                return problem
+        return JournalProblem.IO
+    if isinstance(exc, OSError) and exc.errno in _OS_PROBLEMS:
+        return _OS_PROBLEMS[exc.errno]
+    return JournalProblem.IO
+
+
+def advice(problem: JournalProblem, path: Path, detail: str, *, busy_s: float = 0.0) -> str:
+    """One message per problem: what it is, whether the file is fine, and what to do."""
+    where = path.parent
+    if problem is JournalProblem.CORRUPT:
+        return (
+            f"{path} is not a usable SQLite journal: it is corrupt or not a database ({detail}). "
+            f"Nothing was changed. Keep it for recovery (sqlite3 {path} .recover > rescued.sql), "
+            "move it aside or restore a backup, or point llm_oracle.journal_path elsewhere; a new "
+            "journal starts empty."
+        )
+    if problem is JournalProblem.LOCKED:
+        return (
+            f"{path} is locked by another process ({detail}; waited {busy_s:g} s). The file is "
+            "fine, do not move it aside: stop or wait for the other writer (another bot or "
+            "recorder on the same journal, or an sqlite3 shell holding a transaction)."
+        )
+    if problem is JournalProblem.PERMISSION:
+        return (
+            f"{path} cannot be written ({detail}). The file is fine: make it and its directory "
+            f"{where} readable and writable for this user (SQLite also writes {path.name}-wal "
+            f"and {path.name}-shm beside it), or remount the filesystem read-write."
+        )
+    if problem is JournalProblem.DISK_FULL:
+        return (
+            f"{path}: the disk is full ({detail}). The journal is fine: free space on the disk "
+            f"that holds {where}."
+        )
+    if problem is JournalProblem.NOT_A_FILE:
+        return (
+            f"{path} is not a file ({detail}): point llm_oracle.journal_path at a file, for "
+            f"example {path / 'journal.sqlite'}."
+        )
+    if problem is JournalProblem.MISSING:
+        return f"journal {path} does not exist"
+    return f"{path}: I/O error ({detail}). Check the disk and the filesystem it is on."
+
+
+@dataclass(slots=True)
+class Lookup:
+    """What the journal knows about a batch of keys."""
+
+    answers: dict[str, OracleDecision] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)  # an answer row that no longer validates
+    invalid_answers: dict[str, int] = field(default_factory=dict)  # content errors per key
+
 
 class Journal:
     """Thread-safe access to one journal file. Open it once per process and share it."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        migrate: bool = True,
+        check: bool = True,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = Path(path)
-        if not self.path.exists() and not create:
-            raise JournalError(f"journal {self.path} does not exist")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.busy_timeout_s = busy_timeout_s
+        self._lock = threading.Lock()  # the read connection
+        self._write_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._write_conn: sqlite3.Connection | None = None
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            self._prepare()
-        except sqlite3.DatabaseError as exc:
+            self._open(create=create, migrate=migrate, check=check)
+        except JournalError:
             self._close_quietly()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self._close_quietly()
+            problem = classify(exc)
+            if problem is JournalProblem.PERMISSION and self.path.is_dir():
+                problem = JournalProblem.NOT_A_FILE
             raise JournalError(
-                f"{self.path} is not a usable SQLite journal ({exc}). It is corrupt or not a "
-                "database; nothing was changed. Move it aside and start a new journal, or point "
-                "llm_oracle.journal_path elsewhere."
+                advice(problem, self.path, str(exc), busy_s=busy_timeout_s), problem
             ) from exc
 
-    def _prepare(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        return conn
+
+    def _open(self, *, create: bool, migrate: bool, check: bool) -> None:
+        if self.path.is_dir():
+            raise JournalError(
+                advice(JournalProblem.NOT_A_FILE, self.path, "it is a directory"),
+                JournalProblem.NOT_A_FILE,
+            )
+        if not self.path.exists():
+            if not create:
+                raise JournalError(
+                    advice(JournalProblem.MISSING, self.path, ""), JournalProblem.MISSING
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+        self._write_conn = self._connect()
+        self._prepare(migrate=migrate)
+        if check:
+            self._quick_check()
+
+    def _prepare(self, *, migrate: bool) -> None:
         conn = self._conn
+        assert conn is not None
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -109,18 +274,33 @@ class Journal:
             raise JournalError(
                 f"{self.path} is a SQLite database but not an llm_oracle journal "
                 f"(application_id={app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'}). "
-                "Refusing to write into it; point llm_oracle.journal_path at another file."
+                "Refusing to write into it; point llm_oracle.journal_path at another file.",
+                JournalProblem.NOT_A_JOURNAL,
             )
         elif version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} has journal schema {version}, newer than this llm_oracle "
-                f"understands ({SCHEMA_VERSION}). Upgrade the package; the file was not touched."
+                f"understands ({SCHEMA_VERSION}). Upgrade the package; the file was not touched.",
+                JournalProblem.NEWER,
             )
-        elif version < SCHEMA_VERSION:
+        elif version < SCHEMA_VERSION and migrate:
             self._migrate()
         # WAL lets readers run beside one writer; NORMAL is durable against process crashes.
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._write_conn.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
+        for c in (self._conn, self._write_conn):
+            c.execute("PRAGMA synchronous = NORMAL")  # type: ignore[union-attr]
+
+    def _quick_check(self) -> None:
+        """A file corrupted in the middle fails here, with advice, not in a later lookup."""
+        with self._lock:
+            rows = self._read().execute("PRAGMA quick_check(5)").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            detail = "; ".join(str(r[0]) for r in rows)
+            raise JournalError(
+                advice(JournalProblem.CORRUPT, self.path, f"integrity check: {detail}"),
+                JournalProblem.CORRUPT,
+            )
 
     def _create_schema(self) -> None:
         with self._transaction() as conn:
@@ -141,56 +321,130 @@ class Journal:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
 
+    def _read(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"journal {self.path} is closed", JournalProblem.IO)
+        return self._conn
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._write_lock:
+            conn = self._write_conn
+            if conn is None:
+                raise JournalError(f"journal {self.path} is closed", JournalProblem.IO)
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
+    @contextmanager
+    def _failures(self, doing: str) -> Iterator[None]:
+        """sqlite3/OS errors as a JournalError that names the problem and gives advice."""
+        try:
+            yield
+        except JournalError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            problem = classify(exc)
+            detail = f"{doing}: {exc}"
+            raise JournalError(
+                advice(problem, self.path, detail, busy_s=self.busy_timeout_s), problem
+            ) from exc
+
+    # --- writing -----------------------------------------------------------------------------
     def record(self, entry: JournalEntry) -> bool:
         """Store an entry. Returns False when an answer for the key was already there."""
         return self.record_many([entry]) == 1
 
-    def record_many(self, entries: Iterable[JournalEntry]) -> int:
-        """Store entries in one transaction; returns how many rows were new."""
+    def record_many(self, entries: Iterable[JournalEntry], supersede: Collection[str] = ()) -> int:
+        """Store entries in one transaction; returns how many rows were new.
+
+        `supersede`: keys whose stored answer was found unreadable. Their old answer row is
+        marked `unreadable` (its text kept in error_detail) so the new answer can take its place;
+        a row that validates (another process may have written it meanwhile) is left alone.
+        """
         rows = [e.as_row() for e in entries]
         if not rows:
             return 0
-        with self._transaction() as conn:
+        with self._failures("writing"), self._transaction() as conn:
+            for key in set(supersede) & {r["key"] for r in rows}:
+                self._demote_unreadable(conn, key)
             before = conn.total_changes
             conn.executemany(
                 f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", rows
             )
             return conn.total_changes - before
 
+    @staticmethod
+    def _demote_unreadable(conn: sqlite3.Connection, key: str) -> None:
+        found = conn.execute(
+            "SELECT id, decision_json FROM decisions WHERE key = ? AND error_kind IS NULL", (key,)
+        ).fetchone()
+        if found is None or _decision_or_none(found[1]) is not None:
+            return
+        conn.execute(
+            "UPDATE decisions SET error_kind = ?, decision_json = NULL, "
+            "error_detail = 'unreadable answer, superseded: ' || substr(decision_json, 1, 2000) "
+            "WHERE id = ?",
+            (ErrorKind.UNREADABLE.value, found[0]),
+        )
+
+    # --- reading -----------------------------------------------------------------------------
     def lookup(self, keys: Iterable[str]) -> dict[str, OracleDecision]:
-        """Answers for the keys that have one, in one query per chunk (the replay hot path)."""
+        """Answers for the keys that have a readable one (the replay hot path)."""
+        return self.lookup_detailed(keys).answers
+
+    def lookup_detailed(self, keys: Iterable[str], *, count_invalid: bool = False) -> Lookup:
+        """Answers in one query per chunk; for the rest, optionally how many unusable answers
+        each key got (content errors), which decides when a question is unanswerable."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, OracleDecision] = {}
-        with self._lock:
+        result = Lookup()
+        with self._failures("reading"), self._lock:
+            conn = self._read()
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
+                rows = conn.execute(
                     f"SELECT key, decision_json FROM decisions "
                     f"WHERE error_kind IS NULL AND key IN ({marks})",
                     chunk,
                 ).fetchall()
                 for key, decision_json in rows:
-                    found[key] = OracleDecision.model_validate_json(decision_json)
-        return found
+                    decision = _decision_or_none(decision_json)
+                    if decision is None:
+                        result.unreadable.add(key)
+                    else:
+                        result.answers[key] = decision
+            if count_invalid:
+                rest = [k for k in wanted if k not in result.answers]
+                kinds = ",".join("?" * len(CONTENT_ERROR_KINDS))
+                for start in range(0, len(rest), _LOOKUP_CHUNK):
+                    chunk = rest[start : start + _LOOKUP_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    counts = conn.execute(
+                        f"SELECT key, COUNT(*) FROM decisions WHERE key IN ({marks}) "
+                        f"AND error_kind IN ({kinds}) GROUP BY key",
+                        (*chunk, *CONTENT_ERROR_KINDS),
+                    ).fetchall()
+                    result.invalid_answers.update((str(k), int(n)) for k, n in counts)
+        if result.unreadable:
+            logger.warning(
+                "journal %s: %d stored answer(s) no longer validate; treated as misses",
+                self.path,
+                len(result.unreadable),
+            )
+        return result
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Read-only access for reports (stats); callers pass a SELECT."""
         if not sql.lstrip().upper().startswith("SELECT"):
             raise ValueError("Journal.query only runs SELECT statements")
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._failures("reading"), self._lock:
+            return self._read().execute(sql, params).fetchall()
 
     def spend_since(self, backend: str, since: datetime) -> tuple[int, int, float]:
         """Requests, tokens and USD that `backend` rows created at or after `since` account for."""
@@ -203,30 +457,90 @@ class Journal:
         return int(row[0]), int(row[1]), float(row[2])  # type: ignore[arg-type]
 
     def recent_calls(self, backend: str, limit: int) -> list[tuple[bool, datetime]]:
-        """(succeeded, created_at) of the newest rows that reached the provider, newest first."""
+        """(provider healthy, created_at) of the newest rows that reached it, newest first.
+
+        An unusable answer (content error) still means the provider answered: healthy.
+        """
+        kinds = ",".join("?" * len(CONTENT_ERROR_KINDS))
         rows = self.query(
-            "SELECT error_kind IS NULL, created_at FROM decisions "
+            f"SELECT error_kind IS NULL OR error_kind IN ({kinds}), created_at FROM decisions "
             "WHERE backend = ? AND attempts > 0 ORDER BY id DESC LIMIT ?",
-            (backend, limit),
+            (*CONTENT_ERROR_KINDS, backend, limit),
         )
         return [(bool(ok), datetime.fromisoformat(str(at))) for ok, at in rows]
 
+    def schema_version(self) -> int:
+        with self._failures("reading"), self._lock:
+            return int(self._read().execute("PRAGMA user_version").fetchone()[0])
+
     def count(self, *, errors: bool = False) -> int:
         where = "error_kind IS NOT NULL" if errors else "error_kind IS NULL"
-        return int(self.query(f"SELECT COUNT(*) FROM decisions WHERE {where}")[0][0])
+        return int(self.query(f"SELECT COUNT(*) FROM decisions WHERE {where}")[0][0])  # type: ignore[arg-type]
 
+    # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             self._close_quietly()
 
     def _close_quietly(self) -> None:
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
-            self._conn = None  # type: ignore[assignment]
+        for name in ("_conn", "_write_conn"):
+            conn = getattr(self, name, None)
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # closing is best effort
+                    logger.debug("closing the journal failed", exc_info=True)
+                setattr(self, name, None)
 
     def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _decision_or_none(decision_json: object) -> OracleDecision | None:
+    try:
+        return OracleDecision.model_validate_json(str(decision_json))
+    except ValidationError:
+        return None
+
+
+def check_journal(path: Path) -> str:
+    """What startup would find at `path`, without creating, migrating or writing anything.
+
+    Returns a one-line status; raises JournalError with the same message startup would give.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise JournalError(
+            advice(JournalProblem.NOT_A_FILE, path, "it is a directory"), JournalProblem.NOT_A_FILE
+        )
+    if not path.exists():
+        # Startup creates it: the nearest existing ancestor must be a writable directory.
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise JournalError(
+                advice(JournalProblem.NOT_A_FILE, path, f"{ancestor} is not a directory"),
+                JournalProblem.NOT_A_FILE,
+            )
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise JournalError(
+                advice(JournalProblem.PERMISSION, path, f"{ancestor} is not writable"),
+                JournalProblem.PERMISSION,
+            )
+        return f"journal {path} does not exist yet; startup creates it"
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise JournalError(
+            advice(JournalProblem.PERMISSION, path, "no read/write permission"),
+            JournalProblem.PERMISSION,
+        )
+    with Journal(path, create=False, migrate=False, busy_timeout_s=5.0) as journal:
+        version = journal.schema_version()
+        rows = journal.count() + journal.count(errors=True)
+    migrate = ""
+    if version < SCHEMA_VERSION:
+        migrate = f", schema {version} (startup migrates it to {SCHEMA_VERSION})"
+    return f"journal {path}: OK, {rows} rows{migrate}"

@@ -1,13 +1,21 @@
 """The oracle: journal-as-cache in front of a backend, with a deadline and an explicit fallback.
 
 `Oracle.decide_many` is the only entry point the strategy needs. For a batch of requests it
-1. computes every decision key and fetches all known answers in one journal query (replay),
+1. computes every decision key and fetches all known answers in one journal query (replay);
+   a question that already got `max_invalid_answers` unusable answers is "unanswerable": it is
+   not asked again (until the prompt, schema, model or a keyed setting changes) and is counted
+   apart from misses,
 2. asks the backend for the misses concurrently: each takes a concurrency slot, passes the
-   spending gate (daily budget, circuit breaker) and is bounded by the deadline,
+   spending gate (daily budget, circuit breaker) and is bounded by the deadline, which the
+   backend owns (attempts, error kind and cost come back exact),
 3. records each answer (or failed attempt, with its error kind) the moment it arrives, in its own
-   transaction: a kill mid-batch loses nothing answered, and a restart never repeats a call,
+   transaction, on a writer thread (never on the event loop that serves calls): a kill mid-batch
+   loses nothing answered, and a restart never repeats a call,
 4. answers failures with the configured fallback, and announces switches to and from the fallback
    once (log line + `drain_events()` / `on_event`, for the strategy's dp.send_msg).
+A journal that fails (disk full, locked, read-only, corrupt) loses nothing it can keep: the
+answer serves the running candle (and this process) from memory, the budget reservation and the
+breaker are settled as for any answer, and the failure is announced once, with advice.
 Live, the whole batch answers within `timeout_s` (a request still waiting for a slot then gets the
 fallback); with `recording` every request waits for its slot, and `timeout_s` bounds each call.
 Backends run on one private event loop thread, so async clients keep their connections between
@@ -20,8 +28,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
+import traceback
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,8 +39,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llm_oracle.backends import Backend, BackendResult, RulesBackend, build_backend, failure
+from llm_oracle.backends.gemini import api_key_from_env
 from llm_oracle.config import FallbackPolicy, LimitsConfig, OracleConfig
-from llm_oracle.journal import Journal
+from llm_oracle.journal import Journal, JournalError, JournalProblem, Lookup
 from llm_oracle.limits import CircuitBreaker, DailyBudget, Spend, SpendGuard, acquire_before
 from llm_oracle.models import (
     DecisionSource,
@@ -41,13 +52,17 @@ from llm_oracle.models import (
     Purpose,
 )
 from llm_oracle.progress import Progress, ProgressCallback, TqdmProgress, progress_wanted
-from llm_oracle.prompt import decision_key
+from llm_oracle.secrets import Scrubber
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _WEDGE_MARGIN_S = 1.0  # beyond the deadline, only a loop stuck in blocking code is waited for
-# Refusals the spending gate announces itself (once per switch), not as backend failures.
-_GATE_KINDS = frozenset({ErrorKind.BUDGET_EXHAUSTED, ErrorKind.CIRCUIT_OPEN})
+# The backend owns the deadline; the oracle steps in only for one that ignores it, this late.
+_BACKEND_GRACE_S = 0.25
+_UNRECORDED_MAX = 10_000  # answers kept in memory while the journal cannot take them
+# Live, a journal write gets at least this long even at the deadline (a commit takes ~1 ms);
+# a slower disk finishes it in the background while memory serves the answer.
+_WRITE_FLOOR_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,7 @@ class OracleStats:
     exit_reviews: int = 0  # of `requests`, the ones reviewing an open trade
     journal_hits: int = 0
     misses: int = 0
+    unanswerable: int = 0  # not misses: asked max_invalid_answers times, never usably answered
     backend_calls: int = 0
     recorded: int = 0
     fallbacks: int = 0
@@ -71,17 +87,29 @@ class OracleStats:
     errors: dict[str, int] = field(default_factory=dict)
     requests_sent: int = 0  # HTTP requests to a provider, retries included
     tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, billed at the cached price
     cost_usd: float = 0.0
+    model_mismatches: int = 0  # answers from another model than the configured one
+    memory_hits: int = 0  # answers served from memory because the journal could not take them
+    journal_write_failures: int = 0
+    journal_read_failures: int = 0
 
     def summary(self) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
-        return (
+        line = (
             f"oracle: {self.requests - self.exit_reviews} candidates + {self.exit_reviews} exit "
-            f"reviews, {self.journal_hits} journal hits, "
-            f"{self.misses} misses, {self.backend_calls} backend calls, {self.recorded} recorded, "
-            f"{self.fallbacks} fallbacks, errors: {errors}, {self.requests_sent} requests sent, "
-            f"{self.tokens} tokens, ${self.cost_usd:.4f}, {self.seconds:.2f} s in oracle"
+            f"reviews, {self.journal_hits} journal hits, {self.misses} misses, "
+            f"{self.unanswerable} unanswerable, {self.backend_calls} backend calls, "
+            f"{self.recorded} recorded, {self.fallbacks} fallbacks, errors: {errors}, "
+            f"{self.requests_sent} requests sent, {self.tokens} tokens "
+            f"({self.cached_tokens} cached), ${self.cost_usd:.4f}, {self.seconds:.2f} s in oracle"
         )
+        if self.journal_write_failures or self.journal_read_failures or self.memory_hits:
+            line += (
+                f"; journal failures: {self.journal_write_failures} writes, "
+                f"{self.journal_read_failures} reads, {self.memory_hits} answers from memory"
+            )
+        return line
 
 
 class _LoopThread:
@@ -89,27 +117,40 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(
+                self._thread = threading.Thread(
                     target=self._loop.run_forever, name="llm-oracle-loop", daemon=True
-                ).start()
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+                )
+                self._thread.start()
+            loop = self._loop
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
             future.cancel()
             raise
 
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
     def stop(self) -> None:
         with self._lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=5.0)
+        if not loop.is_running():
+            loop.close()
 
 
 class Oracle:
@@ -133,7 +174,15 @@ class Oracle:
             TqdmProgress() if progress_wanted(config.progress) else None
         )
         self._loop = _LoopThread()
+        # Journal writes run here, one at a time: a slow or locked disk never stalls the loop.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-oracle-journal")
+        self._unrecorded: OrderedDict[str, OracleDecision] = OrderedDict()
+        self._unrecorded_lock = threading.Lock()
+        self._journal_failing: dict[str, JournalProblem] = {}  # "write"/"read" -> problem
         self._failing: ErrorKind | None = None
+        self._served_models: set[str] = set()
+        self._scrubber = Scrubber(api_key_from_env)
+        self._closed = False
         limits = self.backend.limits
         # Bound here, not in the backend, so the gate below is passed by at most this many.
         self._slots = asyncio.Semaphore(limits.concurrency) if limits else None
@@ -156,7 +205,14 @@ class Oracle:
         return guard
 
     # --- events ------------------------------------------------------------------------------
+    def scrub(self, text: str) -> str:
+        backend_scrubber = getattr(self.backend, "scrubber", None)
+        if isinstance(backend_scrubber, Scrubber):
+            text = backend_scrubber.scrub(text)
+        return self._scrubber.scrub(text)
+
     def _announce(self, level: int, message: str) -> None:
+        message = self.scrub(message)
         logger.log(level, message)
         self._events.append(message)
         if self.on_event is not None:
@@ -174,8 +230,7 @@ class Oracle:
 
     # --- deciding ----------------------------------------------------------------------------
     def key_for(self, request: OracleRequest) -> str:
-        ident = self.backend.identity
-        return decision_key(request, ident.name, ident.model, ident.prompt_version)
+        return self.backend.identity.key(request)
 
     def decide_many(self, requests: Sequence[OracleRequest]) -> list[Outcome]:
         if not requests:
@@ -188,69 +243,103 @@ class Oracle:
 
     def _decide_many(self, requests: Sequence[OracleRequest]) -> list[Outcome]:
         keys = [self.key_for(r) for r in requests]
-        known = self.journal.lookup(keys)
+        limit = self.backend.max_invalid_answers
+        found = self._lookup(keys, count_invalid=limit is not None)
         self.stats.requests += len(requests)
         self.stats.exit_reviews += sum(r.purpose is Purpose.EXIT_REVIEW for r in requests)
-        self.stats.journal_hits += sum(1 for k in keys if k in known)
         outcomes: dict[str, Outcome] = {
-            k: Outcome(k, d, DecisionSource.JOURNAL) for k, d in known.items()
+            k: Outcome(k, d, DecisionSource.JOURNAL) for k, d in found.answers.items()
         }
+        self.stats.journal_hits += sum(1 for k in keys if k in found.answers)
+        remembered = self._remembered([k for k in keys if k not in outcomes])
+        for key, decision in remembered.items():
+            outcomes[key] = Outcome(key, decision, DecisionSource.JOURNAL)
+        self.stats.memory_hits += sum(1 for k in keys if k in remembered)
         # Identical requests in one batch are asked once.
-        missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in known}
+        missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in outcomes}
+        for key, request in list(missing.items()):
+            if limit is not None and found.invalid_answers.get(key, 0) >= limit:
+                del missing[key]
+                outcomes[key] = self._unanswerable(key, request, found.invalid_answers[key])
         self.stats.misses += len(missing)
         if missing:
-            outcomes.update(self._ask(missing))
+            outcomes.update(self._ask(missing, found.unreadable))
         return [outcomes[k] for k in keys]
 
-    def _ask(self, missing: dict[str, OracleRequest]) -> dict[str, Outcome]:
+    def _lookup(self, keys: list[str], *, count_invalid: bool) -> Lookup:
+        try:
+            found = self.journal.lookup_detailed(keys, count_invalid=count_invalid)
+        except JournalError as exc:
+            # Everything is a miss this time: asking again beats crashing the bot.
+            self.stats.journal_read_failures += 1
+            self._journal_trouble("read", exc)
+            return Lookup()
+        self._journal_works("read")
+        return found
+
+    def _unanswerable(self, key: str, request: OracleRequest, invalid: int) -> Outcome:
+        self.stats.unanswerable += 1
+        self.stats.fallbacks += 1
+        detail = f"{invalid} unusable answers to this question; not asked again"
+        result = failure(ErrorKind.UNANSWERABLE, detail, attempts=0)
+        decision = self._fallback(request, result)
+        return Outcome(key, decision, DecisionSource.FALLBACK, ErrorKind.UNANSWERABLE)
+
+    def _ask(self, missing: dict[str, OracleRequest], unreadable: set[str]) -> dict[str, Outcome]:
         done: dict[str, Outcome] = {}
         # Live, the deadline sits inside; this outer bound only catches a wedged loop.
         outer = None if self.config.recording else self.config.timeout_s + _WEDGE_MARGIN_S
         try:
-            self._loop.run(self._ask_all(missing, done), timeout=outer)
+            self._loop.run(self._ask_all(missing, unreadable, done), timeout=outer)
         except FutureTimeout:
             for key, request in missing.items():
                 if key not in done:
-                    done[key] = self._settle(
-                        key, request, failure(ErrorKind.TIMEOUT, "oracle loop wedged")
-                    )
+                    result = failure(ErrorKind.TIMEOUT, "oracle loop wedged")
+                    outcome, entry = self._conclude(key, request, result)
+                    if entry is not None:
+                        self._writer.submit(self._write_now, entry, frozenset())
+                    done[key] = outcome
         return done
 
-    async def _ask_all(self, missing: dict[str, OracleRequest], done: dict[str, Outcome]) -> None:
+    async def _ask_all(
+        self, missing: dict[str, OracleRequest], unreadable: set[str], done: dict[str, Outcome]
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = None if self.config.recording else loop.time() + self.config.timeout_s
         total = len(missing)
         self._report(0, total)
 
         async def one(key: str, request: OracleRequest) -> None:
-            done[key] = await self._ask_one(key, request, deadline)
+            supersede = frozenset({key}) & unreadable
+            done[key] = await self._ask_one(key, request, deadline, supersede)
             self._report(len(done), total)
 
         await asyncio.gather(*(one(k, r) for k, r in missing.items()))
 
-    async def _ask_one(self, key: str, request: OracleRequest, deadline: float | None) -> Outcome:
+    async def _ask_one(
+        self,
+        key: str,
+        request: OracleRequest,
+        deadline: float | None,
+        supersede: frozenset[str],
+    ) -> Outcome:
         if self._slots is not None and not await acquire_before(self._slots, deadline):
             detail = f"no free concurrency slot within {self.config.timeout_s:g} s"
-            return self._settle(key, request, failure(ErrorKind.TIMEOUT, detail, attempts=0))
+            result = failure(ErrorKind.TIMEOUT, detail, attempts=0)
+            return await self._finish(key, request, result, deadline, supersede)
         try:
             refusal = self.guard.admit() if self.guard else None
             if refusal is not None:
                 result = failure(refusal.kind, refusal.detail, attempts=0)
-                return self._settle(key, request, result)
+                return await self._finish(key, request, result, deadline, supersede)
+            admitted = self.guard is not None
             try:
                 result = await self._call(request, deadline)
             except BaseException:  # cancelled (wedged loop): give the reservation back
                 if self.guard:
                     self.guard.settle(Spend(), ErrorKind.TIMEOUT)
                 raise
-            # Journal first: a budget that rolls over to a new day re-reads it from the rows.
-            outcome = self._settle(key, request, result)
-            if self.guard:
-                usage = result.usage
-                tokens = usage.prompt_tokens + usage.output_tokens + usage.thinking_tokens
-                spend = Spend(result.attempts, tokens, result.cost_usd)
-                self.guard.settle(spend, outcome.error_kind)
-            return outcome
+            return await self._finish(key, request, result, deadline, supersede, admitted)
         finally:
             if self._slots is not None:
                 self._slots.release()
@@ -261,12 +350,18 @@ class Oracle:
             if deadline is None:
                 result = await self.backend.decide(request, None)
             else:
-                remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-                result = await asyncio.wait_for(self.backend.decide(request, deadline), remaining)
+                # The backend owns the deadline (its attempts and error kinds are exact); this
+                # bound, a little later, only catches a backend that ignores it.
+                loop = asyncio.get_running_loop()
+                grace = max(0.0, deadline + _BACKEND_GRACE_S - loop.time())
+                result = await asyncio.wait_for(self.backend.decide(request, deadline), grace)
         except TimeoutError:
-            result = failure(ErrorKind.TIMEOUT, f"no answer within {self.config.timeout_s:g} s")
+            result = failure(
+                ErrorKind.TIMEOUT,
+                f"the backend ignored the deadline: no answer within {self.config.timeout_s:g} s",
+            )
         except Exception as exc:  # a backend bug must not take the bot down
-            logger.exception("oracle backend raised")
+            logger.error("oracle backend raised: %s", self.scrub(traceback.format_exc()))
             result = failure(ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}")
         if result.record:  # a stand-in answer (replay miss policy) is not a backend call
             self.stats.backend_calls += 1
@@ -275,19 +370,46 @@ class Oracle:
                 result = result.model_copy(update={"latency_ms": elapsed_ms})
         return result
 
-    def _settle(self, key: str, request: OracleRequest, result: BackendResult) -> Outcome:
-        """Journal one answer now (its own transaction), count it, pick the fallback if needed."""
-        result = _checked(result, request)
-        ident = self.backend.identity
+    async def _finish(
+        self,
+        key: str,
+        request: OracleRequest,
+        result: BackendResult,
+        deadline: float | None,
+        supersede: frozenset[str],
+        admitted: bool = False,
+    ) -> Outcome:
+        """Conclude, journal (off the loop) and settle the spending gate, whatever fails."""
+        kind: ErrorKind | None = ErrorKind.BACKEND_ERROR
+        try:
+            outcome, entry = self._conclude(key, request, result)
+            kind = outcome.error_kind
+            if entry is not None:
+                await self._write(entry, supersede, deadline)
+            return outcome
+        finally:
+            if admitted and self.guard is not None:
+                usage = result.usage
+                tokens = usage.prompt_tokens + usage.output_tokens + usage.thinking_tokens
+                self.guard.settle(Spend(result.attempts, tokens, result.cost_usd), kind)
+
+    def _conclude(
+        self, key: str, request: OracleRequest, result: BackendResult
+    ) -> tuple[Outcome, JournalEntry | None]:
+        """The outcome of one answer, counted; and the journal row it needs (scrubbed)."""
+        result = self._scrubbed(_checked(result, request))
+        entry = None
         if result.record:
+            ident = self.backend.identity
             entry = JournalEntry(
                 key=key,
                 purpose=request.purpose,
                 backend=ident.name,
                 model=ident.model,
                 prompt_version=ident.prompt_version,
+                settings=ident.settings,
                 request_json=request.canonical_json(),
-                decision=result.decision,
+                decision=result.decision if result.error_kind is None else None,
                 raw_response=result.raw_response,
                 usage=result.usage,
                 latency_ms=result.latency_ms,
@@ -297,33 +419,138 @@ class Oracle:
                 error_detail=result.error_detail,
                 attempts=result.attempts,
             )
-            self.stats.recorded += self.journal.record_many([entry])
             usage = result.usage
             self.stats.requests_sent += result.attempts
             self.stats.tokens += usage.prompt_tokens + usage.output_tokens + usage.thinking_tokens
+            self.stats.cached_tokens += usage.cached_tokens
             self.stats.cost_usd += result.cost_usd
         if result.decision is not None and result.error_kind is None and result.record:
             self._note_success()
-            return Outcome(key, result.decision, DecisionSource.BACKEND)
+            return Outcome(key, result.decision, DecisionSource.BACKEND), entry
         if result.error_kind is not None:
             kind = result.error_kind
             self.stats.errors[kind.value] = self.stats.errors.get(kind.value, 0) + 1
-            self._note_failure(kind, result.error_detail)
+            self._note_failure(kind, result)
         self.stats.fallbacks += 1
-        return Outcome(
-            key, self._fallback(request, result), DecisionSource.FALLBACK, result.error_kind
+        decision = self._fallback(request, result)
+        return Outcome(key, decision, DecisionSource.FALLBACK, result.error_kind), entry
+
+    def _scrubbed(self, result: BackendResult) -> BackendResult:
+        """The oracle's own pass over every text a row or a message could carry."""
+        update: dict[str, Any] = {
+            name: self.scrub(value)
+            for name in ("raw_response", "error_detail", "model_version")
+            if isinstance(value := getattr(result, name), str)
+        }
+        if result.decision is not None and result.decision.reasoning:
+            reasoning = self.scrub(result.decision.reasoning)
+            if reasoning != result.decision.reasoning:
+                update["decision"] = result.decision.model_copy(update={"reasoning": reasoning})
+        return result.model_copy(update=update) if update else result
+
+    # --- journal writes, off the loop ------------------------------------------------------
+    async def _write(
+        self, entry: JournalEntry, supersede: frozenset[str], deadline: float | None
+    ) -> None:
+        if entry.decision is not None:
+            self._remember(entry.key, entry.decision)  # until the journal has it
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(self._writer, self._write_now, entry, supersede)
+        if deadline is None:
+            await write  # recording: keep pace with the disk
+            return
+        try:
+            # Live: a slow disk must not cost the candle. The write goes on; the answer is
+            # served from memory until it lands.
+            wait = max(_WRITE_FLOOR_S, deadline - loop.time())
+            await asyncio.wait_for(asyncio.shield(write), wait)
+        except TimeoutError:
+            logger.debug("journal write still pending at the deadline")
+
+    def _write_now(self, entry: JournalEntry, supersede: frozenset[str]) -> None:
+        """On the writer thread. Never raises: a failure keeps the answer in memory."""
+        try:
+            new = self.journal.record_many([entry], supersede=supersede)
+        except JournalError as exc:
+            self.stats.journal_write_failures += 1
+            self._journal_trouble("write", exc)
+            return
+        except Exception as exc:  # anything else is as bad for the disk: same treatment
+            self.stats.journal_write_failures += 1
+            self._journal_trouble("write", JournalError(f"{type(exc).__name__}: {exc}"))
+            return
+        self.stats.recorded += new
+        self._forget(entry.key)
+        self._journal_works("write")
+
+    def _remember(self, key: str, decision: OracleDecision) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded[key] = decision
+            while len(self._unrecorded) > _UNRECORDED_MAX:
+                self._unrecorded.popitem(last=False)
+
+    def _forget(self, key: str) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded.pop(key, None)
+
+    def _remembered(self, keys: list[str]) -> dict[str, OracleDecision]:
+        if not self._unrecorded:
+            return {}
+        with self._unrecorded_lock:
+            return {k: self._unrecorded[k] for k in keys if k in self._unrecorded}
+
+    def _journal_trouble(self, doing: str, exc: JournalError) -> None:
+        if doing in self._journal_failing:
+            logger.debug("journal %s failed again: %s", doing, exc)
+            return
+        self._journal_failing[doing] = exc.problem
+        consequence = (
+            "answers are used for the running candle but not recorded: a restart asks them "
+            "again (and pays again)"
+            if doing == "write"
+            else "every question is a miss until it reads again"
+        )
+        self._announce(
+            logging.ERROR,
+            f"oracle journal {doing} failed ({exc.problem.value}): {exc} Meanwhile {consequence}.",
         )
 
-    def _note_failure(self, kind: ErrorKind, detail: str | None) -> None:
+    def _journal_works(self, doing: str) -> None:
+        problem = self._journal_failing.pop(doing, None)
+        if problem is not None:
+            self._announce(
+                logging.INFO, f"oracle journal {doing}s work again (after {problem.value})"
+            )
+
+    # --- fallback switches -------------------------------------------------------------------
+    def _note_failure(self, kind: ErrorKind, result: BackendResult) -> None:
         name = self.backend.identity.name
-        if kind in _GATE_KINDS or self._failing is not None:
+        detail = result.error_detail
+        fallback = self.config.fallback.value
+        if kind is ErrorKind.MODEL_MISMATCH:
+            self.stats.model_mismatches += 1
+            served = result.model_version or "?"
+            if served not in self._served_models:  # once per model that answers instead
+                self._served_models.add(served)
+                self._failing = kind
+                self._announce(
+                    logging.WARNING,
+                    f"oracle {name}: {detail}; answering with fallback '{fallback}' meanwhile",
+                )
+                return
+        if not kind.is_service:
+            # Budget and circuit announce themselves; an unusable answer is about one question,
+            # not the provider: counted and journaled, no switch to announce.
+            logger.info("oracle %s: %s (%s); fallback for this question", name, kind.value, detail)
+            return
+        if self._failing is not None:
             logger.debug("oracle %s: %s (%s); fallback", name, kind.value, detail)
             return
         self._failing = kind
         self._announce(
             logging.WARNING,
             f"oracle {name} failed ({kind.value}: {detail}); answering with fallback "
-            f"'{self.config.fallback.value}' until it answers again",
+            f"'{fallback}' until it answers again",
         )
 
     def _note_success(self) -> None:
@@ -350,18 +577,37 @@ class Oracle:
             return self.rules.decide_now(request)
         return OracleDecision.hold(f"fallback after {result.error_kind}")
 
-    def close(self) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every journal write submitted so far has landed (or failed)."""
+        if self._closed:
+            return True
         try:
-            self._loop.run(self.backend.aclose(), timeout=5.0)
-        except Exception:  # closing is best effort; the journal still closes below
-            logger.debug("backend close failed", exc_info=True)
+            self._writer.submit(lambda: None).result(timeout=timeout)
+        except FutureTimeout:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop the loop thread, close the HTTP client, flush pending writes, close the journal.
+
+        Idempotent; `stats` stays readable afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop.started:
+            try:
+                self._loop.run(self.backend.aclose(), timeout=5.0)
+            except Exception:  # closing is best effort; the journal still closes below
+                logger.debug("backend close failed", exc_info=True)
         self._loop.stop()
+        self._writer.shutdown(wait=True)
         self.journal.close()
 
 
 def _checked(result: BackendResult, request: OracleRequest) -> BackendResult:
     """Reject an answer that does not fit the question (e.g. 'exit' to an entry request)."""
-    if result.decision is None:
+    if result.decision is None or result.error_kind is not None:
         return result
     problem = result.decision.fits(request)
     if problem is None:

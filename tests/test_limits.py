@@ -164,7 +164,7 @@ def test_budget_caps(config: BudgetConfig, spent: Spend, message: str | None) ->
     assert (result is None) if message is None else (message in str(result))
 
 
-# --- journal: spend queries and the v1 -> v2 migration -----------------------------------------
+# --- journal: spend queries and the migrations from v1 ------------------------------------------
 def _entry(
     seed: int, *, backend: str = "gemini", error: ErrorKind | None = None, **kw: object
 ) -> JournalEntry:
@@ -238,7 +238,7 @@ def test_v1_journal_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None
         assert journal.query("SELECT attempts FROM decisions") == [(1,)]
         assert journal.record(_entry(8, attempts=2))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
     with Journal(path) as again:  # opening a migrated file changes nothing
         assert again.count() == 2

@@ -156,6 +156,7 @@ def test_hanging_backend_times_out_into_the_fallback(tmp_path: Path) -> None:
     assert outcome.source is DecisionSource.FALLBACK
     assert outcome.error_kind is ErrorKind.TIMEOUT
     assert outcome.decision.action is Action.HOLD
+    oracle.flush()
     rows = oracle.journal.query("SELECT error_kind, decision_json FROM decisions")
     assert rows == [("timeout", None)]
     assert oracle.stats.errors == {"timeout": 1}

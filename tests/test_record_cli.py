@@ -147,7 +147,7 @@ def test_record_survives_kill_9_and_then_replays_with_zero_calls(
         )
         assert stats.returncode == 0, stats.stderr
         assert f"{len(rows)} answers, 0 failed" in stats.stdout
-        assert "gemini/gemini-3-flash-preview" in stats.stdout
+        assert "gemini/gemini-3.8-flash" in stats.stdout
 
         # 3. Replay with on_miss hold: every candidate is a journal hit, no call at all.
         calls_before_replay = fake.count

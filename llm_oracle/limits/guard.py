@@ -94,7 +94,9 @@ class SpendGuard:
             # nothing about the provider's health.
             self.breaker.cancel_trial()
             return
-        change = self.breaker.record(error is None)
+        # Only service failures count: an unusable answer (content error) still proves the
+        # provider answers, and asking other questions is fine.
+        change = self.breaker.record(error is None or not error.is_service)
         if change is BreakerState.OPEN:
             self._announce(
                 logging.WARNING,
