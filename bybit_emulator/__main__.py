@@ -2,6 +2,11 @@
 
     python -m bybit_emulator --port 18765 [--data-dir DIR] [--wall-clock] [--log FILE]
     python -m bybit_emulator --port 18765 --log FILE -- freqtrade backtesting ...
+    python -m bybit_emulator --data-dir DIR --wall-clock --account KEY:SECRET[:BALANCE] \
+        [--maker-fee 0.0002] [--taker-fee 0.00055] [--slippage-bps 0] [--test-control]
+
+`--account` (repeatable) switches the private API on; `--account-env VAR` reads the same spec
+from an environment variable, which keeps the secret out of the process list.
 
 The wrapped command gets BYBIT_EMULATOR_URL and NO_PROXY for 127.0.0.1 in its environment, and
 its exit code becomes ours.
@@ -16,11 +21,13 @@ import signal
 import subprocess
 import sys
 import threading
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import FrameType
 
+from .accounts import DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, AccountConfig, parse_account_spec
 from .candles import CandleSource
-from .server import Emulator, start_emulator
+from .server import DEFAULT_IDLE_TIMEOUT_S, Emulator, start_emulator
 
 DEFAULT_PORT = 18765
 
@@ -39,7 +46,61 @@ def _parser() -> argparse.ArgumentParser:
         help="shift the candles to run past now (for trade --dry-run); needs --data-dir",
     )
     parser.add_argument("--log", type=Path, help="append one JSON line per request")
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="KEY:SECRET[:BALANCE]",
+        help="an account for the private API (repeatable); balance in USDT, default 10000",
+    )
+    parser.add_argument(
+        "--account-env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="like --account, read from environment variable VAR (keeps the secret out of argv)",
+    )
+    parser.add_argument("--maker-fee", type=_decimal, default=DEFAULT_MAKER_FEE)
+    parser.add_argument("--taker-fee", type=_decimal, default=DEFAULT_TAKER_FEE)
+    parser.add_argument(
+        "--slippage-bps", type=_decimal, default=Decimal(0), help="taker fills move against you"
+    )
+    parser.add_argument(
+        "--test-control",
+        action="store_true",
+        help="serve /_control/price and /_control/state (tests only: lets anyone move prices)",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
+    )
     return parser
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _accounts(args: argparse.Namespace) -> list[AccountConfig]:
+    fees = {"maker_fee": args.maker_fee, "taker_fee": args.taker_fee}
+    specs = [(spec, f"--account #{i + 1}") for i, spec in enumerate(args.account)]
+    for variable in args.account_env:
+        value = os.environ.get(variable)
+        if not value:
+            raise ValueError(f"--account-env: environment variable {variable} is not set")
+        specs.append((value, f"${variable}"))
+    accounts = []
+    for spec, where in specs:
+        try:
+            accounts.append(parse_account_spec(spec, **fees))
+        except ValueError as exc:  # never echo the spec: it holds the secret
+            raise ValueError(f"{where}: {exc}") from None
+    return accounts
 
 
 def _serve_until_signal() -> int:
@@ -99,7 +160,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bybit emulator: {exc}", file=sys.stderr)
             return 2
     try:
-        emulator = start_emulator(args.port, log_path=args.log, candles=candles)
+        accounts = _accounts(args)
+    except ValueError as exc:
+        print(f"bybit emulator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        emulator = start_emulator(
+            args.port,
+            log_path=args.log,
+            candles=candles,
+            accounts=accounts,
+            test_control=args.test_control,
+            slippage_bps=args.slippage_bps,
+            idle_timeout_s=args.idle_timeout,
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             reason = "is already in use"
@@ -107,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             reason = f"cannot be listened on: {exc.strerror or exc}"
         print(f"bybit emulator: port {args.port} on 127.0.0.1 {reason}", file=sys.stderr)
         return 2
-    print(f"bybit emulator on {emulator.url}", file=sys.stderr, flush=True)
+    extra = f", {len(accounts)} account(s)" if accounts else ""
+    extra += ", test control ON" if args.test_control else ""
+    print(f"bybit emulator on {emulator.url}{extra}", file=sys.stderr, flush=True)
     with emulator:
         return _run_command(command, emulator) if command else _serve_until_signal()
 
