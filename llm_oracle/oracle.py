@@ -177,6 +177,8 @@ class Oracle:
         # Journal writes run here, one at a time: a slow or locked disk never stalls the loop.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-oracle-journal")
         self._unrecorded: OrderedDict[str, OracleDecision] = OrderedDict()
+        # Rows the journal refused (writer thread only), retried before each new write.
+        self._backlog: deque[tuple[JournalEntry, frozenset[str]]] = deque()
         self._unrecorded_lock = threading.Lock()
         self._journal_failing: dict[str, JournalProblem] = {}  # "write"/"read" -> problem
         self._failing: ErrorKind | None = None
@@ -192,7 +194,13 @@ class Oracle:
         name = self.backend.identity.name
 
         def spent_since(since: datetime) -> Spend:
-            return Spend(*self.journal.spend_since(name, since))
+            try:
+                return Spend(*self.journal.spend_since(name, since))
+            except JournalError as exc:
+                # The day's spend cannot be read back: count from what this process spends.
+                self.stats.journal_read_failures += 1
+                self._journal_trouble("read", exc)
+                return Spend()
 
         guard = SpendGuard(
             name,
@@ -467,21 +475,28 @@ class Oracle:
         except TimeoutError:
             logger.debug("journal write still pending at the deadline")
 
-    def _write_now(self, entry: JournalEntry, supersede: frozenset[str]) -> None:
-        """On the writer thread. Never raises: a failure keeps the answer in memory."""
-        try:
-            new = self.journal.record_many([entry], supersede=supersede)
-        except JournalError as exc:
-            self.stats.journal_write_failures += 1
-            self._journal_trouble("write", exc)
-            return
-        except Exception as exc:  # anything else is as bad for the disk: same treatment
-            self.stats.journal_write_failures += 1
-            self._journal_trouble("write", JournalError(f"{type(exc).__name__}: {exc}"))
-            return
-        self.stats.recorded += new
-        self._forget(entry.key)
-        self._journal_works("write")
+    def _write_now(self, entry: JournalEntry | None, supersede: frozenset[str]) -> None:
+        """On the writer thread. Never raises: a row that cannot be written waits in the
+        backlog (its answer in memory) and goes in with the next write that succeeds."""
+        if entry is not None:
+            self._backlog.append((entry, supersede))
+        while self._backlog:
+            pending, keys = self._backlog[0]
+            try:
+                new = self.journal.record_many([pending], supersede=keys)
+            except Exception as exc:  # any failure is as bad for the disk: same treatment
+                self.stats.journal_write_failures += 1
+                if not isinstance(exc, JournalError):
+                    exc = JournalError(f"{type(exc).__name__}: {exc}")
+                self._journal_trouble("write", exc)
+                while len(self._backlog) > _UNRECORDED_MAX:  # bounded, oldest first
+                    dropped, _ = self._backlog.popleft()
+                    logger.error("journal backlog full: row for %s dropped", dropped.key[:12])
+                return
+            self._backlog.popleft()
+            self.stats.recorded += new
+            self._forget(pending.key)
+            self._journal_works("write")
 
     def _remember(self, key: str, decision: OracleDecision) -> None:
         with self._unrecorded_lock:
@@ -578,7 +593,9 @@ class Oracle:
         return OracleDecision.hold(f"fallback after {result.error_kind}")
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every journal write submitted so far has landed (or failed)."""
+        """Wait until every journal write submitted so far has landed (or failed).
+
+        Rows the journal refused stay in the backlog; `pending_writes` says how many."""
         if self._closed:
             return True
         try:
@@ -586,6 +603,10 @@ class Oracle:
         except FutureTimeout:
             return False
         return True
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._backlog)
 
     def close(self) -> None:
         """Stop the loop thread, close the HTTP client, flush pending writes, close the journal.
@@ -601,7 +622,14 @@ class Oracle:
             except Exception:  # closing is best effort; the journal still closes below
                 logger.debug("backend close failed", exc_info=True)
         self._loop.stop()
+        if self._backlog:  # one last try for rows the journal refused
+            self._writer.submit(self._write_now, None, frozenset())
         self._writer.shutdown(wait=True)
+        if self._backlog:
+            logger.error(
+                "oracle: %d answers could not be journaled and are lost with this process",
+                len(self._backlog),
+            )
         self.journal.close()
 
 

@@ -21,7 +21,6 @@ import pytest
 
 from llm_oracle.backends import RulesBackend
 from llm_oracle.backends.gemini import GeminiBackend, cost_usd, response_schema, retry_delay_s
-from llm_oracle.cli import deep_merge
 from llm_oracle.config import ModelPrice, load_config
 from llm_oracle.journal import Journal
 from llm_oracle.limits import CircuitBreaker
@@ -42,7 +41,6 @@ from llm_oracle.sanity import stop_range, target_floor
 from llm_oracle.schema import answer_schema
 from tests.factories import make_request
 from tests.fake_gemini import (
-    MODEL_VERSION,
     Blocked,
     Custom,
     EchoKey,
@@ -55,46 +53,23 @@ from tests.fake_gemini import (
     Slow,
     Truncated,
     schema_instance,
-    start_fake_gemini,
+)
+from tests.gemini_helpers import (
+    KEY,
+    all_rows,
+    fake_gemini_env,
+    gemini_config,
+    make_oracle,
+    requests_n,
 )
 
-KEY = "AIzaFAKE-test-key-0123456789abcdef"
 # The SDK subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    with start_fake_gemini(api_key=KEY) as server:
-        yield server
-
-
-def gemini_config(fake: FakeGemini, **over: Any) -> dict[str, Any]:
-    gemini = {
-        "base_url": fake.url,
-        "retry": {"max_retries": 0, "initial_backoff_s": 0.05},
-        "limits": {"concurrency": 4, "rpm": 60_000, "rpm_burst": 100},
-    }
-    gemini = deep_merge(gemini, over.pop("gemini", {}))
-    return {"backend": "gemini", "timeout_s": 5, "fallback": "hold", "gemini": gemini, **over}
-
-
-def make_oracle(path: Path, fake: FakeGemini, **over: Any) -> Oracle:
-    return Oracle(load_config(gemini_config(fake, **over)), Journal(path / "j.sqlite"))
-
-
-def all_rows(journal: Journal) -> list[dict[str, Any]]:
-    cursor = journal._conn.execute("SELECT * FROM decisions ORDER BY id")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def requests_n(n: int, **kw: Any) -> list[Any]:
-    return [make_request(rsi=40.0 + i, **kw) for i in range(n)]
+    yield from fake_gemini_env(monkeypatch)
 
 
 # --- the happy path and the wire format --------------------------------------------------------
