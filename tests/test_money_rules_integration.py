@@ -113,21 +113,23 @@ def test_roi_exits_at_exactly_three_times_the_round_trip_fee(
     trades = run.result()["trades"]
     roi = [t for t in trades if t["exit_reason"] == "roi"]
     assert sum(not t["is_short"] for t in roi) >= 10 and sum(t["is_short"] for t in roi) >= 10
-    ticks = {"BTC/USDT:USDT": 0.1, "ETH/USDT:USDT": 0.01}  # the emulator's pinned tick sizes
+    # Freqtrade infers the tick from the candles in backtests (their decimals), never coarser
+    # than the market's: the pinned ticks bound how far above the exact rule an exit can land.
+    ticks = {"BTC/USDT:USDT": 0.1, "ETH/USDT:USDT": 0.01}
     for t in roi:
         side = Side.SHORT if t["is_short"] else Side.LONG
         assert t["leverage"] == leverage and t["fee_open"] == t["fee_close"] == fee
-        tick = ticks[t["pair"]] / t["open_rate"]
         exact = fee_exit_ratio(t["fee_open"], t["fee_close"], t["leverage"], 3.0, side)
-        # The rule asks one tick more than the exact threshold; Freqtrade rounds the exit price
-        # to the nearest tick, so the exit lands within half a tick of that, never below exact.
-        with_tick = fee_exit_ratio(t["fee_open"], t["fee_close"], t["leverage"], 3.0, side, tick)
-        assert t["profit_ratio"] >= exact - 1e-12
-        assert t["profit_ratio"] == pytest.approx(with_tick, abs=tick * leverage * 0.51 + 1e-12)
+        # The rule asks one tick above the exact threshold, so rounding to the nearest tick
+        # never lands below it.
+        assert t["profit_ratio"] >= exact - 1e-10  # float noise of the exported ratio
+        assert t["profit_ratio"] <= exact + ticks[t["pair"]] / t["open_rate"] * leverage + 1e-9
         first_order = 3 * (t["fee_open"] + t["fee_close"]) * t["leverage"]
         assert t["profit_ratio"] == pytest.approx(first_order, abs=2e-5)
-        # Net of fees and at least 3x them, in money: every fill, no tolerance.
-        assert t["profit_abs"] >= 3 * fees_paid(t)
+        # Net of fees and at least 3x them, in money, on every fill. Crafted candles have
+        # float-precision prices (so a negligible tick): the exit sits on the exact threshold and
+        # only the export's rounding of profit_abs to 1e-8 USDT is allowed for.
+        assert t["profit_abs"] >= 3 * fees_paid(t) - 1e-8
 
 
 def test_oracle_take_profit_raises_the_exit_never_lowers_it(
