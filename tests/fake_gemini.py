@@ -343,9 +343,12 @@ class FakeGemini:
         elif isinstance(how, Echo):
             decision = self._echo_decision(body)
             if how.where == "reasoning":
+                # Literally, JSON-escaped (\u0041...: only parsing reveals it), and as a key.
                 escaped = "".join(f"\\u{ord(c):04x}" for c in key)
-                decision["reasoning"] = f"the key is {key}"
-                text = json.dumps(decision)[:-1] + f', "note": "{escaped}", "{key}": 1}}'
+                decision["reasoning"] = "@"
+                literal = f"the key is {key}, escaped: {escaped}"
+                text = json.dumps(decision).replace('"@"', f'"{literal}"')
+                text = text[:-1] + f', "{key}": 1}}'
                 self._send(handler, 200, _answer(text, model))
             elif how.where == "model_version":
                 self._send(handler, 200, _answer(json.dumps(decision), f"{model}-{key}"))
