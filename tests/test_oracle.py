@@ -182,3 +182,85 @@ def test_answer_that_does_not_fit_the_purpose_is_rejected(tmp_path: Path) -> Non
     assert outcome.decision.action is Action.HOLD
     assert oracle.journal.query("SELECT error_kind FROM decisions") == [("invalid_decision",)]
     oracle.close()
+
+
+# --- keys that mean what they say --------------------------------------------------------------
+def _key(block: dict) -> str:
+    return build_backend(load_config(block)).identity.key(make_request())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rules": {"min_stop": 0.004}},
+        {"rules": {"max_stop": 0.02}},
+        {"rules": {"atr_stop_multiplier": 3.0}},
+        {"rules": {"reward_risk": 2.0}},
+    ],
+)
+def test_every_rules_parameter_is_in_the_key(change: dict) -> None:
+    assert _key({"backend": "rules"}) != _key({"backend": "rules", **change})
+    # Replay looks keys up as its source computes them, with the source's settings.
+    assert _key({"backend": "replay", **change}) == _key({"backend": "rules", **change})
+
+
+GEMINI = {"backend": "gemini"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "gemini-3.5-flash"},
+        {"temperature": 0.5},
+        {"temperature": None},
+        {"seed": 7},
+        {"seed": None},
+        {"max_output_tokens": 4096},
+        {"thinking_level": "high"},
+        {"thinking_level": None, "thinking_budget": 512},
+        {"stop_bounds": {"atr_min": 1.0}},
+    ],
+)
+def test_every_answer_changing_gemini_setting_is_in_the_key(change: dict) -> None:
+    assert _key(GEMINI) != _key({**GEMINI, "gemini": change})
+    replay = {"backend": "replay", "replay": {"source": "gemini"}, "gemini": change}
+    assert _key(replay) == _key({**GEMINI, "gemini": change})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"retry": {"max_retries": 5}},
+        {"limits": {"rpm": 10}},
+        {"base_url": "https://proxy.example.com"},
+        {"max_invalid_answers": 5},
+        {"max_answer_bytes": 4096},
+        {"prices": {"gemini-3.8-flash": {"input": 9.0, "output": 9.0}}},
+    ],
+)
+def test_settings_that_cannot_change_an_answer_keep_the_key(change: dict) -> None:
+    assert _key(GEMINI) == _key({**GEMINI, "gemini": change})
+
+
+def test_changing_rules_min_stop_changes_the_replayed_stops_on_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """The shipped flow (replay, on_miss call:rules) over the same candidates, three runs."""
+    requests = [make_request(rsi=45 + i) for i in range(6)]  # ATR 0.25%: 2 x ATR = 0.005
+
+    def run(min_stop: float) -> tuple[list[float | None], Oracle]:
+        block = {"backend": "replay", "replay": {"on_miss": "call:rules"}}
+        oracle = oracle_with(tmp_path, None, **block, rules={"min_stop": min_stop})
+        stops = [o.decision.stop_loss for o in oracle.decide_many(requests)]
+        oracle.close()
+        return stops, oracle
+
+    first, recorder = run(0.003)
+    again, replayer = run(0.003)
+    assert again == first and replayer.stats.journal_hits == 6
+    assert {s for s in first if s is not None} == {0.005}
+    raised, changed = run(0.01)
+    assert changed.stats.journal_hits == 0 and changed.stats.recorded == 6  # asked anew
+    assert {s for s in raised if s is not None} == {0.01}
+    replayed, last = run(0.01)
+    assert replayed == raised and last.stats.journal_hits == 6

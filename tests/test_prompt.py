@@ -58,3 +58,9 @@ def test_render_is_deterministic_and_puts_static_text_first() -> None:
     assert a.user.splitlines()[0] == "purpose: entry"
     # Market data lives in the user part only: the system part is identical for every request.
     assert render(make_request(rsi=20.0)).system == a.system
+
+
+def test_key_changes_with_the_backend_settings() -> None:
+    base = decision_key(make_request(), "rules", "m1", "v1", '{"min_stop":0.003}')
+    assert base != decision_key(make_request(), "rules", "m1", "v1", '{"min_stop":0.004}')
+    assert base == decision_key(make_request(), "rules", "m1", "v1", '{"min_stop":0.003}')
