@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -102,14 +101,6 @@ def parse_account_spec(
     return AccountConfig(
         parts[0], parts[1], balance, maker_fee=maker_fee, taker_fee=taker_fee, name=name
     )
-
-
-def account_from_env(variable: str, **kwargs: object) -> AccountConfig:
-    """The same spec read from an environment variable, so the secret is not in argv."""
-    spec = os.environ.get(variable)
-    if not spec:
-        raise ValueError(f"environment variable {variable} is not set")
-    return parse_account_spec(spec, **kwargs)  # type: ignore[arg-type]
 
 
 def sign(secret: str, timestamp: str, key: str, recv_window: str, payload: str) -> str:

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from .accounts import AccountConfig
@@ -203,10 +203,6 @@ class Market:
     max_market_qty: Decimal
     min_notional: Decimal
     max_leverage: Decimal
-
-    @property
-    def qty_places(self) -> Decimal:
-        return self.step
 
     @classmethod
     def of(cls, symbol: str) -> Market:
@@ -1459,6 +1455,3 @@ class TradingEngine:
                     "executions": list(acct.executions),
                 }
             return out
-
-    def round_down_qty(self, symbol: str, qty: Decimal) -> Decimal:
-        return _to_tick(qty, self.market(symbol).step, ROUND_DOWN)

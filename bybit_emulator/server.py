@@ -343,6 +343,10 @@ class BybitApp:
         return {}
 
     def _control_state(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.state()
+
+    def state(self) -> dict[str, Any]:
+        """Price overrides and every account's wallet, positions, orders and executions."""
         with self._price_lock:
             overrides = {
                 s: {k: str(v) for k, v in p._asdict().items()} for s, p in self._overrides.items()
@@ -612,6 +616,13 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
             raise
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets or drops its connection (a killed bot) is normal; anything else
+        # is a bug worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -805,7 +816,7 @@ class Emulator:
 
     def state(self) -> dict[str, Any]:
         """Wallets, positions, orders and executions per account label (never keys)."""
-        return self.app._control_state({})
+        return self.app.state()
 
     def stop(self) -> None:
         if self._stopped:
