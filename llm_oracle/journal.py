@@ -187,9 +187,10 @@ def advice(problem: JournalProblem, path: Path, detail: str, *, busy_s: float = 
             f"that holds {where}."
         )
     if problem is JournalProblem.NOT_A_FILE:
+        example = f", for example {path / 'journal.sqlite'}" if path.is_dir() else ""
         return (
-            f"{path} is not a file ({detail}): point llm_oracle.journal_path at a file, for "
-            f"example {path / 'journal.sqlite'}."
+            f"{path} cannot be a journal file ({detail}): point llm_oracle.journal_path at a "
+            f"file in a directory{example}."
         )
     if problem is JournalProblem.MISSING:
         return f"journal {path} does not exist"
@@ -255,7 +256,13 @@ class Journal:
                 raise JournalError(
                     advice(JournalProblem.MISSING, self.path, ""), JournalProblem.MISSING
                 )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise JournalError(
+                    advice(JournalProblem.NOT_A_FILE, self.path, f"a parent is a file: {exc}"),
+                    JournalProblem.NOT_A_FILE,
+                ) from exc
         self._conn = self._connect()
         self._write_conn = self._connect()
         self._prepare(migrate=migrate)
@@ -523,7 +530,7 @@ def check_journal(path: Path) -> str:
             ancestor = ancestor.parent
         if not ancestor.is_dir():
             raise JournalError(
-                advice(JournalProblem.NOT_A_FILE, path, f"{ancestor} is not a directory"),
+                advice(JournalProblem.NOT_A_FILE, path, f"a parent is a file: {ancestor}"),
                 JournalProblem.NOT_A_FILE,
             )
         if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -58,3 +58,44 @@ def test_out_of_range_numbers_are_named() -> None:
 def test_block_must_be_an_object() -> None:
     with pytest.raises(OracleConfigError, match="must be an object"):
         load_config(["rules"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ({"enabled": "no"}, "enabled"),
+        ({"enabled": "false"}, "enabled"),
+        ({"enabled": 0}, "enabled"),
+        ({"timeout_s": True}, "timeout_s"),
+        ({"timeout_s": "10"}, "timeout_s"),
+        ({"prompt_candles": 24.0}, "prompt_candles"),
+        ({"progress": 1}, "progress"),
+        ({"gemini": {"max_output_tokens": False}}, "gemini.max_output_tokens"),
+        ({"gemini": {"limits": {"rpm": "60"}}}, "gemini.limits.rpm"),
+    ],
+)
+def test_types_are_strict(block: dict, key: str) -> None:
+    with pytest.raises(OracleConfigError, match=rf"llm_oracle\.{key}: Input should be"):
+        load_config(block)
+
+
+def test_json_numbers_and_strings_read_as_their_types() -> None:
+    cfg = load_config(
+        {
+            "timeout_s": 10,  # an integer is a valid float
+            "enabled": False,
+            "backend": "rules",  # enum values and paths come as strings
+            "journal_path": "j.sqlite",
+            "rules": {"min_stop": 0.004, "reward_risk": 2},
+            "gemini": {"temperature": None, "seed": None},
+        }
+    )
+    assert cfg.timeout_s == 10.0 and isinstance(cfg.timeout_s, float)
+    assert cfg.enabled is False and cfg.backend is BackendName.RULES
+    assert cfg.journal_path == Path("j.sqlite") and cfg.rules.reward_risk == 2.0
+    assert cfg.gemini.temperature is None and cfg.gemini.seed is None
+
+
+def test_a_value_json_cannot_hold_is_refused_by_name() -> None:
+    with pytest.raises(OracleConfigError, match="not a JSON value"):
+        load_config({"journal_path": object()})
