@@ -21,10 +21,10 @@ import pytest
 
 from bybit_emulator import Emulator
 from llm_oracle.journal import Journal
-from llm_oracle.models import OracleRequest
+from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, OracleRequest
 from llm_oracle.prompt import render
 from tests.factories import ROOT
-from tests.fake_gemini import FakeGemini, Ok, Slow, start_fake_gemini
+from tests.fake_gemini import FakeGemini, Ok, SchemaRandom, Slow, start_fake_gemini
 from tests.freqtrade_run import offline_overlay, run_freqtrade
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,53 @@ def test_record_survives_kill_9_and_then_replays_with_zero_calls(
         summary = replay.oracle_summary()
         assert " 0 misses" in summary and " 0 backend calls" in summary, summary
         assert fake.count == calls_before_replay
+
+
+def test_a_model_that_follows_the_schema_is_never_rejected_and_replays_with_zero_misses(
+    emulator: Emulator, sample_datadir: Path, tmp_path: Path
+) -> None:
+    """An independent fake that answers anything the per-question schema allows (any allowed
+    action, any number in range with the bounds themselves, nulls, omitted optionals), over a
+    day of the sample: rejected answers < 1%, no breaker opening, and a replay with
+    `on_miss: hold` has zero misses."""
+    journal = tmp_path / "journal.sqlite"
+    with start_fake_gemini(api_key=KEY) as fake:
+        fake.default = SchemaRandom(seed=1)
+        overlay = tmp_path / "overlay.json"
+        overlay.write_text(
+            json.dumps(offline_overlay(emulator.url, llm_oracle=_gemini_block(fake, journal)))
+        )
+        command = _record_command(overlay, tmp_path / "user_data", sample_datadir)
+        record = subprocess.run(
+            command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+        )
+        assert record.returncode == 0, record.stdout[-3000:] + record.stderr[-3000:]
+        with Journal(journal, create=False) as j:
+            kinds = [k for (k,) in j.query("SELECT error_kind FROM decisions")]
+        answers = kinds.count(None)
+        rejected = sum(1 for k in kinds if k is not None and ErrorKind(k).is_content)
+        assert answers > 50 and rejected / (answers + rejected) < 0.01, (answers, rejected)
+        assert set(kinds) <= {None, *CONTENT_ERROR_KINDS}  # no service failure, no refusal
+        assert "circuit open" not in record.stdout + record.stderr
+        assert fake.count == len(kinds)
+
+        calls_before_replay = fake.count
+        replay = run_freqtrade(
+            "backtesting",
+            ["--cache", "none", "--export", "none", "--timerange", TIMERANGE],
+            workdir=tmp_path / "replay",
+            overlay=offline_overlay(
+                emulator.url,
+                llm_oracle={
+                    "backend": "replay",
+                    "journal_path": str(journal),
+                    "replay": {"source": "gemini", "on_miss": "hold"},
+                },
+            ),
+            datadir=sample_datadir,
+        )
+        assert replay.returncode == 0, replay.output[-3000:]
+        summary = replay.oracle_summary()
+        assert " 0 misses, 0 unanswerable," in summary and " 0 backend calls" in summary, summary
+        assert fake.count == calls_before_replay
+        print(f"schema-following fake: {answers} answers, {rejected} rejected; replay: {summary}")
