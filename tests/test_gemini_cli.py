@@ -58,9 +58,11 @@ def test_stats_reports_errors_tokens_usd_and_latency_per_model_and_day(
 ) -> None:
     journal_path = tmp_path / "j.sqlite"
 
-    def row(seed: int, error: ErrorKind | None = None, attempts: int = 1) -> JournalEntry:
+    def row(
+        seed: int, error: ErrorKind | None = None, attempts: int = 1, key: int | None = None
+    ) -> JournalEntry:
         return JournalEntry(
-            key=f"{seed:064x}",
+            key=f"{seed if key is None else key:064x}",
             purpose=Purpose.ENTRY,
             backend="gemini",
             model="gemini-3-flash-preview",
@@ -72,18 +74,30 @@ def test_stats_reports_errors_tokens_usd_and_latency_per_model_and_day(
             cost_usd=0.001,
             latency_ms=100.0 * seed if attempts else 0.0,
             attempts=attempts,
+            model_version=None if attempts == 0 else "gemini-3-flash-preview",
         )
 
     with Journal(journal_path) as journal:
         journal.record_many(
             [row(1), row(2), row(3, ErrorKind.TIMEOUT), row(4, ErrorKind.CIRCUIT_OPEN, 0)]
         )
+        # A question with two unusable answers (unanswerable at the default of 2), one with one.
+        journal.record_many(
+            [
+                row(5, ErrorKind.INVALID_DECISION),
+                row(6, ErrorKind.INVALID_JSON, key=5),
+                row(7, ErrorKind.INVALID_DECISION),
+            ]
+        )
     config = _config(tmp_path, {"journal_path": str(journal_path)})
     assert main(["stats", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "4 rows, 2 answers, 2 failed" in out
+    assert "7 rows, 2 answers, 5 failed" in out
     line = next(x for x in out.splitlines() if x.startswith("gemini/") and "all days" in x)
     # answers failed requests tokens cached USD p50 p95
-    assert line.split()[3:9] == ["2", "2", "3", "1920", "400", "0.0040"]
-    assert float(line.split()[9]) == 200.0  # p50 over real calls (100, 200, 300 ms)
-    assert "errors by kind: circuit_open 1, timeout 1" in out
+    assert line.split()[3:9] == ["2", "5", "6", "3360", "700", "0.0070"]
+    assert float(line.split()[9]) == 400.0  # p50 over real calls (100, 200, 300, 500...700)
+    assert "errors by kind: circuit_open 1, invalid_decision 2, invalid_json 1, timeout 1" in out
+    assert "answered by: gemini/gemini-3-flash-preview: gemini-3-flash-preview 6" in out
+    assert "unanswerable questions (>= 2 unusable answers, none usable): 1;" in out
+    assert "questions with unusable answers: 2" in out

@@ -210,3 +210,19 @@ def test_an_answer_from_another_model_is_never_stored_as_the_configured_ones(
 )
 def test_same_model(served: str | None, same: bool) -> None:
     assert same_model("gemini-3.8-flash", served) is same
+
+
+# --- shutdown -----------------------------------------------------------------------------------
+def test_close_is_idempotent_and_releases_thread_client_and_journal(
+    tmp_path: Path, fake: FakeGemini
+) -> None:
+    oracle = make_oracle(tmp_path, fake)
+    oracle.decide_many([make_request()])
+    thread = oracle._loop._thread
+    assert thread is not None and thread.is_alive()
+    oracle.close()
+    oracle.close()  # Freqtrade may call ft_bot_cleanup more than once (reload, shutdown)
+    assert not thread.is_alive()
+    assert getattr(oracle.backend, "_client", "none") is None  # the HTTP session is closed
+    assert oracle.journal._conn is None and oracle.journal._write_conn is None
+    assert oracle.stats.recorded == 1 and "1 recorded" in oracle.stats.summary()
