@@ -16,7 +16,6 @@ An entry needs a candidate AND an oracle decision for the same side with confide
 
 from __future__ import annotations
 
-import atexit
 import functools
 import inspect
 import logging
@@ -52,6 +51,7 @@ from llm_oracle import (
     Position,
     Side,
     entry_requests,
+    exit_hooks,
     exit_review_request,
     load_config,
     open_oracle,
@@ -163,6 +163,7 @@ class GeminiOracleStrategy(IStrategy):
         self._candle_memo: dict[str, Outcome] = {}
         self._prefetched: dict[str, datetime] = {}
         self._schedule: ReviewSchedule | None = None
+        self._last_loop: datetime | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -176,7 +177,7 @@ class GeminiOracleStrategy(IStrategy):
         if self._live:
             self._rebuild_ledger()
         else:
-            _register_summary(self)
+            exit_hooks.register(self._print_summary)
 
     def _rebuild_ledger(self) -> None:
         """Daily loss, stop-loss streak and last exits from the persisted trades (restart-safe).
@@ -228,11 +229,55 @@ class GeminiOracleStrategy(IStrategy):
         return self._oracle
 
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
-        if self._schedule is not None:
+        if not self._live:
+            self._start_run_if_new(current_time)
+        if self._schedule is not None and self._has_trades:
             self._review_open_trades(current_time)
         if self._live:
             self._prefetch_entries()
             self._announce_events()
+
+    def _start_run_if_new(self, now: datetime) -> None:
+        """Forget the previous run's trades when a new backtest starts on the same instance.
+
+        Hyperopt with one job reuses one strategy for every epoch; its clock jumps back to the
+        start date, and the ledger, trade stops and review verdicts of the last epoch must not
+        carry over. Decisions by candle stay: the new epoch's populate_entry_trend has already
+        refreshed them.
+        """
+        if self._last_loop is not None and now <= self._last_loop:
+            self._ledger = LossLedger(self.money, locks_on=self._protections_on)
+            self._trade_risk.clear()
+            if self._schedule is not None:
+                self._schedule.clear()
+        self._last_loop = now
+
+    def _print_summary(self, is_last: bool) -> None:
+        """What the oracle and the protections did, printed when a backtest ends.
+
+        Freqtrade's report does not list locks. lookahead-analysis builds several strategies:
+        each prints its oracle line, the last one the refusals and locks.
+        """
+        oracle = self._oracle
+        print(oracle.stats.summary() if oracle else "oracle: disabled", flush=True)
+        if not is_last:
+            return
+        print(f"entries refused: {_refusal_text(self._refusals)}", flush=True)
+        if self._protections_on:
+            reasons = Counter(_lock_kind(lock.reason or "") for lock in PairLocks.get_all_locks())
+            listed = ", ".join(f"{kind} {n}" for kind, n in sorted(reasons.items())) or "none"
+            print(f"locks: {listed}", flush=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Hyperopt pickles the strategy into its worker processes.
+
+        The oracle holds a thread, an HTTP client and a SQLite connection, none of which can be
+        pickled; each worker reopens its own on first use (the journal takes several writers).
+        """
+        state = self.__dict__.copy()
+        state["_oracle"] = None
+        state["_candle_memo"] = {}
+        return state
 
     def _review_open_trades(self, now: datetime) -> None:
         """The oracle's exit review of every open trade that is due, asked as one batch.
@@ -241,7 +286,7 @@ class GeminiOracleStrategy(IStrategy):
         the verdict: Freqtrade deep-copies the trade for every custom_exit call on every candle,
         so exit signals are switched on only while an exit verdict is waiting.
         """
-        oracle, schedule = self._oracle, self._schedule
+        oracle, schedule = self._ensure_oracle(), self._schedule
         assert oracle is not None and schedule is not None
         review = oracle.config.exit_review
         step = self._candle
@@ -366,6 +411,11 @@ class GeminiOracleStrategy(IStrategy):
     @property
     def _live(self) -> bool:
         return self.config.get("runmode") in (RunMode.LIVE, RunMode.DRY_RUN)
+
+    @property
+    def _has_trades(self) -> bool:
+        # plot-dataframe runs the strategy with no trade database at all.
+        return self.config.get("runmode") != RunMode.PLOT
 
     @property
     def _candle(self) -> timedelta:
@@ -825,32 +875,6 @@ def _lock_all(lock: Lock) -> None:
 
 def _refusal_text(refusals: Counter[str]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(refusals.items())) or "none"
-
-
-_summaries: list[GeminiOracleStrategy] = []
-
-
-def _register_summary(strategy: GeminiOracleStrategy) -> None:
-    """Print what the oracle and the protections did when a backtest ends.
-
-    Freqtrade has no end-of-backtest hook and its report does not list locks, so this runs at
-    interpreter exit (lookahead-analysis creates several strategies: one line each).
-    """
-    if not _summaries:
-        atexit.register(_print_summaries)
-    _summaries.append(strategy)
-
-
-def _print_summaries() -> None:
-    for strategy in _summaries:
-        oracle = strategy._oracle
-        print(oracle.stats.summary() if oracle else "oracle: disabled", flush=True)
-    if _summaries:
-        print(f"entries refused: {_refusal_text(_summaries[-1]._refusals)}", flush=True)
-    if _summaries and _summaries[-1]._protections_on:
-        reasons = Counter(_lock_kind(lock.reason or "") for lock in PairLocks.get_all_locks())
-        listed = ", ".join(f"{kind} {n}" for kind, n in sorted(reasons.items())) or "none"
-        print(f"locks: {listed}", flush=True)
 
 
 def _lock_kind(reason: str) -> str:
