@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from bybit_emulator import AccountConfig, Emulator, signed_headers, start_emulator
+from tests.live_bot import wait_until
 from tests.test_bybit_emulator import LOOPBACK_ENV, REPO, free_port
 
 ACCOUNT = AccountConfig("http-test-key-42", "http-test-secret-42", Decimal("5000"), name="http")
@@ -193,21 +194,23 @@ def test_load_200_requests_from_20_threads(emu: Emulator) -> None:
 
 def test_connections_beyond_the_limit_are_closed_not_queued(tmp_path: Path) -> None:
     with start_emulator(max_connections=2, idle_timeout_s=5) as emu:
-        held = [socket.create_connection(("127.0.0.1", emu.port), timeout=5) for _ in range(2)]
+        held = [http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5) for _ in range(2)]
         try:
-            time.sleep(0.2)  # let the server accept both (no condition to poll: its threads)
+            for conn in held:  # one answered request each: both slots are taken, kept alive
+                assert (
+                    call(emu.port, "GET", "/v5/market/time", account=None, conn=conn)["retCode"]
+                    == 0
+                )
             assert raw_exchange(emu.port, b"GET /v5/market/time HTTP/1.1\r\n\r\n", 3) == b""
         finally:
-            for sock in held:
-                sock.close()
+            for conn in held:
+                conn.close()
 
         def answers() -> bool:
             try:
                 return call(emu.port, "GET", "/v5/market/time", account=None)["retCode"] == 0
             except (ConnectionError, http.client.HTTPException, json.JSONDecodeError):
                 return False
-
-        from tests.live_bot import wait_until
 
         wait_until(answers, 5, "a free slot once the held connections close")
 

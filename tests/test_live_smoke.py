@@ -120,6 +120,13 @@ def test_stop_filled_while_the_bot_is_down_is_reconciled_on_restart(tmp_path: Pa
         bot.set_price(entry["price"])
         trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")
         stop = bot.wait_until(bot.exchange_stop_order, 10, "a stop order on the exchange")
+        # Freqtrade commits the stop to its DB at the end of the loop that placed it; a kill
+        # before that leaves an order it does not know (then found by history: sold_on_exchange).
+        bot.wait_until(
+            lambda: [o for o in bot.orders() if o["order_id"] == stop["orderId"]],
+            10,
+            "Freqtrade to record the stop in its DB",
+        )
         assert bot.kill() == -9
         long = trade["is_short"] == 0
         trigger = Decimal(stop["triggerPrice"])
