@@ -13,15 +13,14 @@ COPY --chown=ftuser:ftuser pyproject.toml README.md /home/ftuser/llm-oracle-src/
 COPY --chown=ftuser:ftuser llm_oracle /home/ftuser/llm-oracle-src/llm_oracle
 COPY --chown=ftuser:ftuser bybit_emulator /home/ftuser/llm-oracle-src/bybit_emulator
 
-# 1. pyproject.toml's dependencies except freqtrade (the image's own), constrained to every
-#    version already in the image: what is there stays untouched, only what is missing
-#    (google-genai and its own dependencies) is added, or the build fails loudly.
-# 2. This package, without resolving its dependencies again (freqtrade is the image's).
-# 3. Fail the build here, not at the first candle, if an import is broken.
+# 1. This package with pyproject.toml's dependencies, constrained to every version already in
+#    the image: Freqtrade and all it brought stay as they are (the image's freqtrade 2026.9
+#    satisfies the pin, extras included), only what is missing is added (google-genai, plotly
+#    for the plot extra, and their own dependencies), or the build fails loudly.
+# 2. Fail the build here, not at the first candle, if an import is broken.
 RUN pip list --format=freeze > /home/ftuser/image-constraints.txt \
     && pip install --user --no-cache-dir --constraint /home/ftuser/image-constraints.txt \
-        "google-genai>=3.4,<4" "pydantic>=2,<3" "TA-Lib" "ft-pandas-ta" "tqdm" \
-    && pip install --user --no-cache-dir --no-deps /home/ftuser/llm-oracle-src \
+        /home/ftuser/llm-oracle-src \
     && rm -rf /home/ftuser/llm-oracle-src /home/ftuser/image-constraints.txt \
     && python -c "import google.genai, llm_oracle.oracle, pandas_ta, talib"
 
