@@ -12,7 +12,8 @@
    transaction, on a writer thread (never on the event loop that serves calls): a kill mid-batch
    loses nothing answered, and a restart never repeats a call,
 4. answers failures with the configured fallback, and announces switches to and from the fallback
-   once (log line + `drain_events()` / `on_event`, for the strategy's dp.send_msg).
+   once (log line + `drain_events()` / `on_event`, for the strategy's dp.send_msg; `on_event`
+   may be called from the journal writer thread).
 A journal that fails (disk full, locked, read-only, corrupt) loses nothing it can keep: the
 answer serves the running candle (and this process) from memory, the budget reservation and the
 breaker are settled as for any answer, and the failure is announced once, with advice.
