@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process; ours take ~1 ms
 
 _SCHEMA = """
 CREATE TABLE decisions (
@@ -475,6 +475,13 @@ class Journal:
             (*CONTENT_ERROR_KINDS, backend, limit),
         )
         return [(bool(ok), datetime.fromisoformat(str(at))) for ok, at in rows]
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's lock (e.g. shorter at shutdown)."""
+        self.busy_timeout_s = seconds
+        with self._write_lock:
+            if self._write_conn is not None:
+                self._write_conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def schema_version(self) -> int:
         with self._failures("reading"), self._lock:

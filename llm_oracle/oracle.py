@@ -178,7 +178,8 @@ class Oracle:
         # Journal writes run here, one at a time: a slow or locked disk never stalls the loop.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-oracle-journal")
         self._unrecorded: OrderedDict[str, OracleDecision] = OrderedDict()
-        # Rows the journal refused (writer thread only), retried before each new write.
+        # Rows waiting for the journal, oldest first: queued here by the loop, drained by the
+        # writer thread. A row the journal refuses stays and goes in with the next drain.
         self._backlog: deque[tuple[JournalEntry, frozenset[str]]] = deque()
         self._unrecorded_lock = threading.Lock()
         self._journal_failing: dict[str, JournalProblem] = {}  # "write"/"read" -> problem
@@ -306,7 +307,8 @@ class Oracle:
                     result = failure(ErrorKind.TIMEOUT, "oracle loop wedged")
                     outcome, entry = self._conclude(key, request, result)
                     if entry is not None:
-                        self._writer.submit(self._write_now, entry, frozenset())
+                        self._backlog.append((entry, frozenset()))
+                        self._writer.submit(self._drain)
                     done[key] = outcome
         return done
 
@@ -464,7 +466,8 @@ class Oracle:
         if entry.decision is not None:
             self._remember(entry.key, entry.decision)  # until the journal has it
         loop = asyncio.get_running_loop()
-        write = loop.run_in_executor(self._writer, self._write_now, entry, supersede)
+        self._backlog.append((entry, supersede))
+        write = loop.run_in_executor(self._writer, self._drain)
         if deadline is None:
             await write  # recording: keep pace with the disk
             return
@@ -476,11 +479,9 @@ class Oracle:
         except TimeoutError:
             logger.debug("journal write still pending at the deadline")
 
-    def _write_now(self, entry: JournalEntry | None, supersede: frozenset[str]) -> None:
-        """On the writer thread. Never raises: a row that cannot be written waits in the
-        backlog (its answer in memory) and goes in with the next write that succeeds."""
-        if entry is not None:
-            self._backlog.append((entry, supersede))
+    def _drain(self) -> None:
+        """On the writer thread. Never raises: a row that cannot be written stays in the
+        backlog (its answer in memory) and goes in with the next drain that succeeds."""
         while self._backlog:
             pending, keys = self._backlog[0]
             try:
@@ -623,9 +624,12 @@ class Oracle:
             except Exception:  # closing is best effort; the journal still closes below
                 logger.debug("backend close failed", exc_info=True)
         self._loop.stop()
-        if self._backlog:  # one last try for rows the journal refused
-            self._writer.submit(self._write_now, None, frozenset())
-        self._writer.shutdown(wait=True)
+        # Queued drains are redundant (the backlog holds their rows): one last drain here, and
+        # a journal that is still locked gets seconds, not the full busy timeout.
+        self._writer.shutdown(wait=True, cancel_futures=True)
+        if self._backlog:
+            self.journal.set_busy_timeout(min(2.0, self.journal.busy_timeout_s))
+            self._drain()
         if self._backlog:
             logger.error(
                 "oracle: %d answers could not be journaled and are lost with this process",

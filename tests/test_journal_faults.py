@@ -412,3 +412,15 @@ def test_disk_full_on_a_tiny_filesystem(tmp_path: Path, fake: FakeGemini) -> Non
         )
         assert f"free space on the disk that holds {fs}" in message
         oracle.close()
+
+
+def test_close_with_a_locked_journal_is_bounded_and_says_what_is_lost(
+    tmp_path: Path, fake: FakeGemini, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    oracle = oracle_on(Journal(path, busy_timeout_s=1.0), fake)
+    with lock_held_by_another_process(path):
+        outcome = ask(oracle, requests_n(1)[0])
+        assert outcome.source is DecisionSource.BACKEND and oracle.pending_writes == 1
+        oracle.close()  # one last try, bounded by the busy timeout, then it says so
+    assert "1 answers could not be journaled and are lost" in caplog.text
