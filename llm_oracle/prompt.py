@@ -5,10 +5,11 @@ market data last, so providers with implicit prefix caching (Gemini) bill the sh
 Bump PROMPT_VERSION whenever the rendered text changes: it is part of the decision key, so old
 journal rows are never replayed as answers to a prompt they were not given.
 
-The static part (1,008 characters, about 250 tokens, plus the response schema) is far below the
-size from which Gemini caches a prefix implicitly (about 1,024 tokens on 3 Flash, 4,096 on 3.5+
-Flash): no request of this oracle is billed at the cached price, and padding the prompt to get
-there would cost more than the discount saves.
+Prompt caching does not apply, and is not relied on: the static instructions are 1,008
+characters (about 250 tokens), a whole request with 24 candles and its per-question response
+schema about 2,800 characters (about 700 tokens), below even the smallest prefix Gemini caches
+implicitly (about 1,024 tokens on 3 Flash, 4,096 on 3.5+ Flash). Padding the prompt to reach it
+would cost more than the cached-token discount saves.
 """
 
 from __future__ import annotations
