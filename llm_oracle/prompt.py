@@ -1,9 +1,9 @@
 """Deterministic, versioned prompt rendering and the decision key.
 
-The same request always renders to the same text, byte for byte. Static instructions come first and
-market data last, so providers with implicit prefix caching (Gemini) bill the shared prefix once.
-Bump PROMPT_VERSION whenever the rendered text changes: it is part of the decision key, so old
-journal rows are never replayed as answers to a prompt they were not given.
+The same request always renders to the same text, byte for byte: static instructions (the system
+part) first, market data last. Bump PROMPT_VERSION whenever the rendered text changes: it is part
+of the decision key, so old journal rows are never replayed as answers to a prompt they were not
+given.
 
 Prompt caching does not apply, and is not relied on: the static instructions are 1,008
 characters (about 250 tokens), a whole request with 24 candles and its per-question response
