@@ -54,6 +54,7 @@ from llm_oracle import (
     exit_hooks,
     exit_review_request,
     load_config,
+    log_redaction,
     open_oracle,
     risk,
 )
@@ -145,6 +146,9 @@ class GeminiOracleStrategy(IStrategy):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
+        # config.json's log_config redacts the credentials from the environment from the first
+        # log line on; these are the ones only the config knows (e.g. the API password).
+        log_redaction.add_secrets(*_credentials(config))
         try:
             # Loaded here, not in bot_start: Freqtrade reads `protections` before bot_start.
             self.money = risk.load_money_rules(config.get("money_rules"))
@@ -846,6 +850,22 @@ class GeminiOracleStrategy(IStrategy):
             stop, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
+
+
+def _credentials(config: dict[str, Any]) -> list[str | None]:
+    """Every secret Freqtrade's config still holds (it drops the exchange's before loading us)."""
+    exchange = config.get("exchange") or {}
+    api = config.get("api_server") or {}
+    telegram = config.get("telegram") or {}
+    return [
+        exchange.get("key"),
+        exchange.get("secret"),
+        exchange.get("password"),
+        api.get("password"),
+        api.get("jwt_secret_key"),
+        api.get("ws_token"),
+        telegram.get("token"),
+    ]
 
 
 def _side_of(trade: Trade) -> Side:

@@ -51,24 +51,6 @@ SYMBOL = "BTCUSDT"
 # The feed's clock stops this long before the candle after the candidate would close.
 HOLD_MARGIN_MS = 10_000
 
-# What the shipped config.json is getting (another change adds it there); the overlay carries it
-# so the harness does not depend on that change. `stoploss_price_type` is Freqtrade's own key
-# (freqtrade/exchange/exchange.py, validate_stop_ordertypes): "last", "mark" or "index".
-EXECUTION_SETTINGS: dict[str, Any] = {
-    "order_types": {
-        "entry": "limit",
-        "exit": "limit",
-        "emergency_exit": "market",
-        "force_exit": "market",
-        "force_entry": "market",
-        "stoploss": "market",
-        "stoploss_on_exchange": True,
-        "stoploss_on_exchange_interval": 10,
-        "stoploss_price_type": "mark",
-    },
-    "unfilledtimeout": {"entry": 2, "exit": 2, "exit_timeout_count": 1, "unit": "minutes"},
-}
-
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     """Poll `predicate` until it returns something truthy (returned) or fail after `timeout` s."""
@@ -177,14 +159,17 @@ def candidate_feed(
 
 
 def live_overlay(emulator_url: str, workdir: Path, **extra: Any) -> dict[str, Any]:
-    """The offline overlay for a live run: no keys (they come from the environment)."""
+    """The offline overlay for a live run: no keys (they come from the environment).
+
+    Orders, stops and timeouts are config.json's own (`order_types`, `unfilledtimeout`): what
+    these tests prove is what ships.
+    """
     overlay = offline_overlay(
         emulator_url,
         dry_run=False,
         db_url=f"sqlite:///{workdir / 'trades.sqlite'}",
         internals={"process_throttle_secs": 1, "heartbeat_interval": 60},
         llm_oracle={"backend": "rules", "journal_path": str(workdir / "journal.sqlite")},
-        **EXECUTION_SETTINGS,
     )
     overlay["exchange"]["pair_whitelist"] = [PAIR]
     # No fiat conversion: it would ask api.coingecko.com, and tests stay on 127.0.0.1.
@@ -227,7 +212,9 @@ class LiveBot:
         self.clock = clock
         self.userdir, self.overlay_path = prepare_run(workdir, overlay)
         self.db_path = workdir / "trades.sqlite"
+        # Freqtrade's own log file (--logfile, standard format) and the process's raw output.
         self.log_path = workdir / "freqtrade.log"
+        self.console_path = workdir / "console.log"
         self.emulator_log = workdir / "emulator.jsonl"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -235,7 +222,11 @@ class LiveBot:
     # ---- process ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start `freqtrade trade` (live); output goes to `log_path` (appended per run)."""
+        """Start `freqtrade trade` (live), logging to `log_path`, output to `console_path`.
+
+        Logging is set up exactly as for a user: from config.json's `log_config` (which redacts
+        credentials). Freqtrade skips that under pytest (PYTEST_VERSION), so it is removed here.
+        """
         if self.running:
             raise RuntimeError("the bot is already running")
         self.starts += 1
@@ -243,11 +234,13 @@ class LiveBot:
             FREQTRADE__EXCHANGE__KEY=self.account.key,
             FREQTRADE__EXCHANGE__SECRET=self.account.secret,
         )
-        with self.log_path.open("ab") as log:
+        env.pop("PYTEST_VERSION", None)
+        with self.console_path.open("ab") as log:
             log.write(f"==== harness: start #{self.starts} ====\n".encode())
             log.flush()
+            argv = freqtrade_argv("trade", self.overlay_path, self.userdir, None)
             self.proc = subprocess.Popen(
-                freqtrade_argv("trade", self.overlay_path, self.userdir, None),
+                [*argv, "--logfile", str(self.log_path)],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,
@@ -286,7 +279,13 @@ class LiveBot:
         self.start()
 
     def log(self) -> str:
+        """Freqtrade's log file, all runs."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def console(self) -> str:
+        """Everything the process printed (tracebacks of a crash land only here)."""
+        path = self.console_path
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_for_log(self, needle: str, timeout: float) -> str:
         return wait_until(lambda: needle in self.log() and self.log(), timeout, repr(needle))
@@ -383,7 +382,7 @@ class LiveBot:
     def secrets_found(self) -> list[str]:
         """Where the API key or secret shows up: bot log, emulator log, trades DB (want: none)."""
         found = []
-        for path in (self.log_path, self.emulator_log, self.db_path):
+        for path in (self.log_path, self.console_path, self.emulator_log, self.db_path):
             if not path.exists():
                 continue
             data = path.read_bytes()

@@ -70,12 +70,13 @@ def test_live_entry_stop_on_exchange_and_stoploss_exit(tmp_path: Path) -> None:
         assert position is not None and Decimal(position["leverage"]) <= 3
         assert Decimal(position["size"]) == Decimal(str(trade["amount"]))
 
-        # The stop: reduce-only, the whole position, on the mark price, the right direction.
+        # The stop: reduce-only, the whole position, on the last price (config.json), the right
+        # direction.
         long = trade["is_short"] == 0
         assert (stop["side"], stop["triggerDirection"]) == (("Sell", 2) if long else ("Buy", 1))
         assert (stop["reduceOnly"], stop["triggerBy"], stop["orderType"]) == (
             True,
-            "MarkPrice",
+            "LastPrice",
             "Market",
         )
         assert Decimal(stop["qty"]) == Decimal(position["size"])
