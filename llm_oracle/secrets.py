@@ -8,7 +8,7 @@ layers, so one missed field is not a leak.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -53,11 +53,3 @@ class Scrubber:
         if isinstance(value, list):
             return [self.scrub_json(v) for v in value]
         return value
-
-
-def merged(scrubbers: Iterable[Scrubber]) -> Scrubber:
-    combined = Scrubber()
-    for scrubber in scrubbers:
-        for secret in scrubber.secrets():
-            combined.add(secret)
-    return combined
