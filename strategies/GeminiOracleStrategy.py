@@ -678,7 +678,7 @@ class GeminiOracleStrategy(IStrategy):
         if open_risk + new_risk > self.money.max_open_risk * equity:
             self._refusals["open risk"] += 1
             logger.info(
-                "%s: open risk %.2f + %.2f would exceed %.0f%% of equity %.2f; no entry",
+                "%s: open risk %.2f + %.2f would exceed %.3g%% of equity %.2f; no entry",
                 pair,
                 open_risk,
                 new_risk,
@@ -697,13 +697,19 @@ class GeminiOracleStrategy(IStrategy):
         """
         total = 0.0
         for t in Trade.get_trades_proxy(is_open=True):
-            amount = t.amount or 0.0
+            side, amount = _side_of(t), t.amount or 0.0
+            stop = t.stop_loss
             if any(o.ft_order_side == t.entry_side for o in t.open_orders):
                 amount = max(amount, t.amount_requested or 0.0)
-            stop = t.stop_loss or risk.stop_price(
-                t.open_rate, abs(self.stoploss) / (t.leverage or 1.0), _side_of(t)
-            )
-            total += risk.open_trade_risk(amount, t.open_rate, stop, _side_of(t), round_trip_fee)
+                # Measured as the new entry was when it passed this check: at the stop it gets
+                # once filled (the hard stop if its decision is no longer known, e.g. restarted).
+                decision = self._decision_at(t.pair, t.open_date_utc)
+                if decision is not None:
+                    distance = self._initial_distance(decision, t.leverage or 1.0)
+                    stop = risk.stop_price(t.open_rate, distance, side)
+            if not stop:
+                stop = risk.stop_price(t.open_rate, abs(self.stoploss) / (t.leverage or 1.0), side)
+            total += risk.open_trade_risk(amount, t.open_rate, stop, side, round_trip_fee)
         return total
 
     def _stale(self, pair: str, now: datetime) -> bool:

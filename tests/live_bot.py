@@ -141,7 +141,7 @@ class FeedClock:
 
 
 def candidate_feed(
-    candidate: Candidate, now_ms: int | None = None
+    candidate: Candidate, now_ms: int | None = None, data_dir: Path = DATA_DIR
 ) -> tuple[CandleSource, FeedClock]:
     """The BTC sample shifted so `candidate` closed at the start of the current 3m period.
 
@@ -152,7 +152,7 @@ def candidate_feed(
     boundary = now - now % STEP_MS
     clock = FeedClock(boundary + STEP_MS - HOLD_MARGIN_MS)
     shift = boundary - STEP_MS - candidate.start_ms
-    return CandleSource(DATA_DIR, shift_ms=shift, clock=clock), clock
+    return CandleSource(data_dir, shift_ms=shift, clock=clock), clock
 
 
 # ---- the bot ----------------------------------------------------------------------------------
@@ -399,12 +399,17 @@ def live_bot(
     balance: Decimal = Decimal("10000"),
     start: bool = True,
     candidate: Candidate | None = None,
+    data_dir: Path = DATA_DIR,
+    pairs: list[str] | None = None,
     **overlay_extra: Any,
 ) -> Iterator[LiveBot]:
     """An emulator (wall-clock feed at the candidate, one account, test control on) and a live
-    bot configured against it; the bot is started unless `start=False`, and stopped at exit."""
+    bot configured against it; the bot is started unless `start=False`, and stopped at exit.
+
+    `data_dir` and `pairs` serve other candles (e.g. several pairs built from the BTC sample, so
+    they all signal on the candidate's candle) and trade those pairs."""
     chosen = candidate or confirmed_candidate()
-    source, clock = candidate_feed(chosen)
+    source, clock = candidate_feed(chosen, data_dir=data_dir)
     account = AccountConfig(
         key=f"ftlive{secrets.token_hex(8)}",
         secret=secrets.token_hex(20),
@@ -418,6 +423,8 @@ def live_bot(
         log_path=workdir / "emulator.jsonl",
     ) as emulator:
         overlay = live_overlay(emulator.url, workdir, **overlay_extra)
+        if pairs is not None:
+            overlay["exchange"]["pair_whitelist"] = pairs
         bot = LiveBot(workdir, emulator, account, overlay, candidate=chosen, clock=clock)
         try:
             if start:
