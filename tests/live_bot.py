@@ -380,9 +380,10 @@ class LiveBot:
         return [r for r in self.emulator.requests if not r["path"].startswith("/v5/market/")]
 
     def secrets_found(self) -> list[str]:
-        """Where the API key or secret shows up: bot log, emulator log, trades DB (want: none)."""
+        """Where the API key or secret shows up: logs, trades DB, journal (want: none)."""
         found = []
-        for path in (self.log_path, self.console_path, self.emulator_log, self.db_path):
+        journal = self.workdir / "journal.sqlite"
+        for path in (self.log_path, self.console_path, self.emulator_log, self.db_path, journal):
             if not path.exists():
                 continue
             data = path.read_bytes()

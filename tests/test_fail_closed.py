@@ -83,10 +83,16 @@ def test_stop_and_exit_callbacks_keep_the_hard_stop_on_error(strategy_class: typ
 @pytest.mark.parametrize(
     ("rules", "needle"),
     [
-        ({"reentry_window_hours": 1e12}, "money_rules.reentry_window_hours"),
-        ({"max_leverage": 10}, "money_rules.max_leverage"),
-        ({"fee_multiple": 0}, "money_rules.fee_multiple"),
-        ({"protections": {"stoploss_pause_hours": 1e9}}, "protections.stoploss_pause_hours"),
+        (
+            {"reentry_window_hours": 1e12},
+            "money_rules.reentry_window_hours: 1000000000000.0 is out of bounds; allowed: [0, 720]",
+        ),
+        ({"max_leverage": 10}, "money_rules.max_leverage: 10 is out of bounds; allowed: [1, 3]"),
+        ({"fee_multiple": 0}, "money_rules.fee_multiple: 0 is out of bounds; allowed: [1, 50]"),
+        (
+            {"protections": {"stoploss_pause_hours": 1e9}},
+            "protections.stoploss_pause_hours: 1000000000.0 is out of bounds; allowed: (0, 720]",
+        ),
         ({"leverage_tiers": [[0.5, 20.0], [0.0, 1.0]]}, "money_rules.leverage_tiers.0.1"),
         ({"oracle_take_profit": "no"}, "money_rules.oracle_take_profit"),
         ({"max_open_risk": True}, "money_rules.max_open_risk"),
