@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -154,6 +155,8 @@ class GeminiOracleStrategy(IStrategy):
             self.money = risk.load_money_rules(config.get("money_rules"))
         except OracleConfigError as exc:
             raise OperationalException(str(exc)) from None
+        if self._live:
+            _check_api_server(config.get("api_server") or {})
         self._oracle: Oracle | None = None
         self._oracle_enabled = True
         self._memory = DecisionMemory(self._candle, _LIVE_MEMORY if self._live else None)
@@ -182,6 +185,28 @@ class GeminiOracleStrategy(IStrategy):
             self._rebuild_ledger()
         else:
             exit_hooks.register(self._print_summary)
+            self._warn_missing_futures_data()
+
+    def _warn_missing_futures_data(self) -> None:
+        """Once per run: pairs whose funding would silently be 0 (no mark or funding candles)."""
+        datadir = self.config.get("datadir")
+        if self.config.get("trading_mode") != "futures" or not datadir:
+            return
+        folder = Path(datadir) / "futures"
+        for kind, what in (("mark", "mark-price"), ("funding_rate", "funding-rate")):
+            missing = [
+                pair
+                for pair in self.config.get("exchange", {}).get("pair_whitelist", [])
+                if not any(folder.glob(f"{pair.replace('/', '_').replace(':', '_')}-*-{kind}.*"))
+            ]
+            if missing:
+                logger.warning(
+                    "no %s candles for %s in %s: their funding fees are %s in this backtest",
+                    what,
+                    ", ".join(missing),
+                    folder,
+                    "0" if kind == "mark" else "the config's futures_funding_rate (or 0)",
+                )
 
     def _rebuild_ledger(self) -> None:
         """Daily loss, stop-loss streak and last exits from the persisted trades (restart-safe).
@@ -856,6 +881,39 @@ class GeminiOracleStrategy(IStrategy):
             stop, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
+
+
+# Passwords and secrets that appear in Freqtrade's and this project's examples.
+_EXAMPLE_SECRETS = {
+    "",
+    "freqtrader",
+    "supersecretpassword",
+    "supersecurepassword",
+    "change-me",
+    "changeme",
+    "somethingrandom",
+    "password",
+    "secret",
+}
+
+
+def _check_api_server(api: dict[str, Any]) -> None:
+    """Refuse to start a bot whose REST API / FreqUI would be guarded by an example secret."""
+    if not api.get("enabled"):
+        return
+    weak = []
+    password = str(api.get("password") or "")
+    if password.lower() in _EXAMPLE_SECRETS or len(password) < 8:
+        weak.append("password (FREQTRADE__API_SERVER__PASSWORD: 8+ characters, not an example)")
+    jwt = str(api.get("jwt_secret_key") or "")
+    if jwt.lower() in _EXAMPLE_SECRETS or len(jwt) < 32:
+        weak.append("jwt_secret_key (FREQTRADE__API_SERVER__JWT_SECRET_KEY: 32+ random characters)")
+    if weak:
+        raise OperationalException(
+            "api_server is enabled with an empty, short or example "
+            + " and ".join(weak)
+            + '; generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
 
 
 def _credentials(config: dict[str, Any]) -> list[str | None]:

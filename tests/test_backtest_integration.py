@@ -69,6 +69,12 @@ def test_demo_backtest_records_then_replays_identically(
     result = first.result()
     assert result["total_trades"] > 0
     assert len(result["trades"]) == result["total_trades"]
+    # Pairs without funding candles are named once, not silently charged nothing.
+    missing = (
+        "no funding-rate candles for BNB/USDT:USDT, ADA/USDT:USDT, DOGE/USDT:USDT, DOT/USDT:USDT"
+    )
+    assert first.output.count(missing) == 1
+    assert "no mark-price candles" not in first.output
     # The fee rule holds on every fill of the real sample, at real tick sizes (issue 7).
     roi = [t for t in result["trades"] if t["exit_reason"] == "roi"]
     assert len(roi) > 20
