@@ -301,15 +301,23 @@ def test_server_errors_are_retried_with_backoff_but_never_past_timeout(
 ) -> None:
     fake.default = ServerError(503)
     retry = {"max_retries": 10, "initial_backoff_s": 0.1, "max_backoff_s": 0.4, "jitter": 0.2}
-    oracle = make_oracle(tmp_path, fake, timeout_s=1.2, gemini={"retry": retry})
+    oracle = make_oracle(tmp_path, fake, timeout_s=2.0, gemini={"retry": retry})
     started = time.monotonic()
     [outcome] = oracle.decide_many([make_request()])
-    assert time.monotonic() - started <= 1.2 + 0.2
+    assert time.monotonic() - started <= 2.0 + 0.3
     assert outcome.error_kind is ErrorKind.SERVER_ERROR
-    assert 3 <= fake.count <= 6  # 0.1, 0.2, 0.4, 0.4 ... within 1.2 s
+    # How many fit depends on the machine's speed (the first request builds the client); each
+    # wait must follow the exponential schedule (jitter +-20%).
+    assert 2 <= fake.count <= 8
     gaps = [b.at - a.at for a, b in zip(fake.requests, fake.requests[1:], strict=False)]
-    assert gaps[0] >= 0.08 and gaps[1] >= 0.16  # exponential, jitter +-20%
-    assert all_rows(oracle.journal)[0]["attempts"] == fake.count
+    assert all(gap >= 0.8 * min(0.4, 0.1 * 2**i) for i, gap in enumerate(gaps)), gaps
+    row = all_rows(oracle.journal)[0]
+    # Attempts are requests started. The last one may be cut by the deadline before its bytes
+    # reach the server (the more so on a loaded machine); then the journal says so.
+    if "the retry was cut by the deadline" in row["error_detail"]:
+        assert fake.count <= row["attempts"] <= fake.count + 1
+    else:
+        assert row["attempts"] == fake.count
     oracle.close()
 
 
