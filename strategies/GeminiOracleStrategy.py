@@ -232,8 +232,11 @@ class GeminiOracleStrategy(IStrategy):
     def _ensure_oracle(self) -> Oracle | None:
         if self._oracle is not None or not self._oracle_enabled:
             return self._oracle
+        block = self.config.get("llm_oracle")
+        if self.config.get("runmode") == RunMode.HYPEROPT:
+            block = _without_paid_calls(block)
         try:
-            cfg = load_config(self.config.get("llm_oracle"))
+            cfg = load_config(block)
         except OracleConfigError as exc:
             raise OperationalException(str(exc)) from None
         self._oracle_enabled = cfg.enabled
@@ -914,6 +917,29 @@ def _check_api_server(api: dict[str, Any]) -> None:
             + " and ".join(weak)
             + '; generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
+
+
+def _without_paid_calls(block: Any) -> Any:
+    """The oracle block as hyperopt uses it: never a paid call.
+
+    Every epoch moves the pre-filter's thresholds and so asks about candidates nobody recorded;
+    with Gemini that would bill thousands of calls per hyperopt run. Hyperopt replays what the
+    journal holds and answers the rest with `hold` (`rules` decisions are free and local, so a
+    `call:rules` miss policy stays as configured).
+    """
+    if not isinstance(block, dict):
+        return block
+    replay = dict(block.get("replay") or {})
+    backend = block.get("backend", "replay")
+    if backend == "gemini":
+        replay["source"] = "gemini"
+    if backend == "gemini" or str(replay.get("on_miss", "")).startswith("call:gemini"):
+        logger.warning(
+            "hyperopt never calls Gemini: recorded decisions are replayed, misses answer hold"
+        )
+        replay["on_miss"] = "hold"
+        return {**block, "backend": "replay", "replay": replay}
+    return block
 
 
 def _credentials(config: dict[str, Any]) -> list[str | None]:

@@ -102,3 +102,31 @@ def test_a_new_backtest_run_starts_with_a_clean_ledger() -> None:
     assert strategy._ledger.last_exits
     strategy._start_run_if_new(start)  # the clock jumps back: the next epoch
     assert strategy._ledger.last_exits == {} and strategy._trade_risk == {}
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"backend": "gemini"},
+        {"backend": "replay", "replay": {"source": "gemini", "on_miss": "call:gemini"}},
+    ],
+)
+def test_hyperopt_never_makes_a_paid_call(block: dict, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "strategies"))
+    try:
+        from GeminiOracleStrategy import GeminiOracleStrategy
+    finally:
+        sys.path.pop(0)
+    config = {
+        "runmode": "hyperopt",
+        "stake_currency": "USDT",
+        "user_data_dir": tmp_path,
+        "llm_oracle": {**block, "journal_path": str(tmp_path / "j.sqlite")},
+    }
+    oracle = GeminiOracleStrategy(config)._ensure_oracle()
+    assert oracle is not None
+    try:
+        assert oracle.config.backend.value == "replay"
+        assert oracle.config.replay.source == "gemini" and oracle.config.replay.on_miss == "hold"
+    finally:
+        oracle.close()
