@@ -936,14 +936,19 @@ class TradingEngine:
     def _trigger_source(prices: Prices, by: str) -> Decimal:
         return {"LastPrice": prices.last, "MarkPrice": prices.mark}.get(by, prices.index)
 
+    def _open_order(self, acct: AccountState, params: dict[str, Any], missing: str) -> Order:
+        """The open order `params` names, after matching what is due (lock held)."""
+        self._match_locked()
+        _linear(params)
+        symbol = _symbol(params)
+        order = self._order(acct, params)
+        if order.symbol != symbol or not order.is_open:
+            raise ApiError(ORDER_NOT_FOUND, missing)
+        return order
+
     def amend_order(self, acct: AccountState, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            self._match_locked()
-            _linear(params)
-            symbol = _symbol(params)
-            order = self._order(acct, params)
-            if order.symbol != symbol or not order.is_open:
-                raise ApiError(ORDER_NOT_FOUND, "order not exists or too late to replace")
+            order = self._open_order(acct, params, "order not exists or too late to replace")
             market = self.market(order.symbol)
             prices = self._require_prices(order.symbol)
             qty = _decimal(params, "qty")
@@ -1007,12 +1012,7 @@ class TradingEngine:
 
     def cancel_order(self, acct: AccountState, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            self._match_locked()
-            _linear(params)
-            symbol = _symbol(params)
-            order = self._order(acct, params)
-            if order.symbol != symbol or not order.is_open:
-                raise ApiError(ORDER_NOT_FOUND, "Order does not exist.")
+            order = self._open_order(acct, params, "Order does not exist.")
             self._cancel(order, self.now_ms())
             return {"orderId": order.order_id, "orderLinkId": order.link_id}
 

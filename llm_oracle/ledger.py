@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from llm_oracle.models import Side
 from llm_oracle.risk import MoneyRules, reentry_allowed
@@ -34,10 +34,10 @@ class ClosedTrade(BaseModel):
     """One finished (fully exited) trade, as the ledger needs it."""
 
     model_config = ConfigDict(frozen=True)
-    trade_id: int = 0  # orders exits that closed at the same moment
+    trade_id: int | None = None  # one exit per trade; also orders exits closed at one moment
     pair: str
     side: Side
-    close_time: datetime
+    close_time: AwareDatetime
     exit_price: float
     profit: float  # realised, in stake currency, net of fees and funding
     exit_reason: str
@@ -80,12 +80,20 @@ class LossLedger:
         self.day_pnl = 0.0
         self.stop_streak = 0
         self.last_exits: dict[str, LastExit] = {}
+        # Freqtrade may report the same exit again (live, it retries a fill whose fee is not
+        # known yet, and order_filled comes with it): a trade is accounted for once.
+        self._recorded: set[int] = set()
 
     def record_exit(self, trade: ClosedTrade, equity: float) -> list[Lock]:
         """Account for one exit; `equity` is the account equity before this exit's P&L.
 
-        Returns the locks this exit triggers (none when protections are off).
+        Returns the locks this exit triggers (none when protections are off, and none for a
+        trade already recorded).
         """
+        if trade.trade_id is not None:
+            if trade.trade_id in self._recorded:
+                return []
+            self._recorded.add(trade.trade_id)
         self.last_exits[trade.pair] = LastExit(trade.exit_price, trade.profit > 0, trade.close_time)
         if not self.locks_on:
             return []
@@ -123,7 +131,7 @@ class LossLedger:
         one-by-one path measured before the day's first exit.
         """
         ledger = cls(rules, locks_on=locks_on)
-        ordered = sorted(trades, key=lambda t: (t.close_time, t.trade_id))
+        ordered = sorted(trades, key=lambda t: (t.close_time, t.trade_id or 0))
         today = utc_day(now)
         start_equity = equity_now - sum(t.profit for t in ordered if utc_day(t.close_time) == today)
         for trade in ordered:

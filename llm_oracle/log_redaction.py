@@ -34,7 +34,18 @@ SCRUBBER = Scrubber(*(lambda name=name: os.environ.get(name) for name in ENV_SEC
 
 
 def scrub_record(record: logging.LogRecord, scrubber: Scrubber = SCRUBBER) -> None:
-    """Replace secrets in the record's message and traceback text, in place."""
+    """Replace secrets in the record's message and traceback text, in place.
+
+    Never raises: a malformed log call ("%s %s" with one argument) must fail in the handler, as
+    logging does, not in the code that logged it.
+    """
+    try:
+        _scrub(record, scrubber)
+    except Exception:  # logging errors belong to the handler, not the caller
+        return
+
+
+def _scrub(record: logging.LogRecord, scrubber: Scrubber) -> None:
     if not scrubber.secrets():
         return
     if record.exc_info:

@@ -80,6 +80,7 @@ class OracleStats:
     exit_reviews: int = 0  # of `requests`, the ones reviewing an open trade
     journal_hits: int = 0
     misses: int = 0
+    review_misses: int = 0  # of `misses`, exit reviews (reported apart: they replay differently)
     unanswerable: int = 0  # not misses: asked max_invalid_answers times, never usably answered
     backend_calls: int = 0
     recorded: int = 0
@@ -103,7 +104,9 @@ class OracleStats:
             f"{self.unanswerable} unanswerable, {self.backend_calls} backend calls, "
             f"{self.recorded} recorded, {self.fallbacks} fallbacks, errors: {errors}, "
             f"{self.requests_sent} requests sent, {self.tokens} tokens "
-            f"({self.cached_tokens} cached), ${self.cost_usd:.4f}, {self.seconds:.2f} s in oracle"
+            f"({self.cached_tokens} cached), ${self.cost_usd:.4f}, {self.seconds:.2f} s in oracle, "
+            f"misses by purpose: entries {self.misses - self.review_misses}, "
+            f"exit reviews {self.review_misses}"
         )
         if self.journal_write_failures or self.journal_read_failures or self.memory_hits:
             line += (
@@ -272,6 +275,7 @@ class Oracle:
                 del missing[key]
                 outcomes[key] = self._unanswerable(key, request, found.invalid_answers[key])
         self.stats.misses += len(missing)
+        self.stats.review_misses += sum(r.purpose is Purpose.EXIT_REVIEW for r in missing.values())
         if missing:
             outcomes.update(self._ask(missing, found.unreadable))
         return [outcomes[k] for k in keys]

@@ -59,14 +59,18 @@ from llm_oracle import (
     open_oracle,
     risk,
 )
+from llm_oracle.indicators import windowed_ema
 from llm_oracle.ledger import ClosedTrade, Lock, LossLedger
 from llm_oracle.trade_memory import DecisionMemory, ReviewSchedule
 
 logger = logging.getLogger(__name__)
 
-# EMA200 forgets its seed slowly: after 1200 candles e^-12 (6e-6) of it is left, far below the
-# request's 0.1 bp resolution, so a backtest starting on another day produces the same keys.
+# EMA200 is windowed over 1000 candles (see populate_indicators), so its value at a candle is the
+# same from any history of 1000+ candles: a backtest starting on another day, or a live bot's
+# shorter frame, produces the same request keys. The other indicators forget their start within
+# a few hundred candles.
 STARTUP_CANDLES = 1200
+EMA200_WINDOW = 1000  # candles of EMA200's weights kept: 5 x its period, <= the startup
 _ORACLE_KEY = "oracle"  # trade custom-data key holding the entry decision
 _LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen within a candle)
 _ORACLE_STOP = "oracle_stop_loss"
@@ -113,6 +117,10 @@ class _TradeRisk(NamedTuple):
     stop: float  # absolute price of the initial stop (tightest of oracle, ATR, hard)
     atr: float  # absolute ATR at the signal candle, for the trailing stop
     take_profit: float | None
+    signal_close: float | None  # close of the signal candle: exit reviews measure from it
+
+
+_NO_RISK = _TradeRisk(stop=0.0, atr=0.0, take_profit=None, signal_close=None)
 
 
 class GeminiOracleStrategy(IStrategy):
@@ -171,6 +179,7 @@ class GeminiOracleStrategy(IStrategy):
         self._prefetched: dict[str, datetime] = {}
         self._schedule: ReviewSchedule | None = None
         self._last_loop: datetime | None = None
+        self._frames: dict[str, pd.DataFrame] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -309,6 +318,7 @@ class GeminiOracleStrategy(IStrategy):
         state = self.__dict__.copy()
         state["_oracle"] = None
         state["_candle_memo"] = {}
+        state["_frames"] = {}  # each epoch's populate_entry_trend fills them again
         return state
 
     def _review_open_trades(self, now: datetime) -> None:
@@ -317,31 +327,35 @@ class GeminiOracleStrategy(IStrategy):
         Reviews read the newest closed candle, once per trade and candle. custom_exit only reports
         the verdict: Freqtrade deep-copies the trade for every custom_exit call on every candle,
         so exit signals are switched on only while an exit verdict is waiting.
+
+        Live and backtest reviews of the same trade on the same candle build the same request,
+        so a backtest over a dry-run's period replays its reviews: the same candle (the newest
+        closed one), candles held counted from the entry candle, and profit measured from the
+        signal candle's close, which both modes share (their fills differ).
         """
         oracle, schedule = self._ensure_oracle(), self._schedule
         assert oracle is not None and schedule is not None
         review = oracle.config.exit_review
-        step = self._candle
-        # The newest analysed candle at loop start. Live it is the last closed one (once this
-        # candle's analysis ran: until then the check below skips and the next loop retries).
-        # In backtests Freqtrade's frame at bot_loop_start still ends one candle earlier, so
-        # backtest reviews see what a live review saw 3 minutes before; no look-ahead either way.
-        closed = timeframe_to_prev_date(self.timeframe, now) - step * (1 if self._live else 2)
+        closed = timeframe_to_prev_date(self.timeframe, now) - self._candle
         due: list[tuple[Trade, Any]] = []
         open_ids = set()
         for trade in Trade.get_trades_proxy(is_open=True):
             open_ids.add(trade.id)
-            held = schedule.due(trade.id, trade.open_date_utc, closed)
+            entry_candle = timeframe_to_prev_date(self.timeframe, trade.open_date_utc)
+            held = schedule.due(trade.id, entry_candle, closed)
             if held is None:
                 continue
-            df, _ = self.dp.get_analyzed_dataframe(trade.pair, self.timeframe)
-            if df is None or df.empty or df["date"].iloc[-1] != closed:
+            df = self._frame_until(trade.pair, closed)
+            if df is None:
                 continue  # live: not analysed yet; the next loop of this candle will see it
+            close = float(df["close"].iloc[-1])
+            reference = float((self._risk_of(trade) or _NO_RISK).signal_close or trade.open_rate)
+            move = close / reference - 1.0
             request = exit_review_request(
                 df,
                 Position(
                     side=_side_of(trade),
-                    profit_pct=trade.calc_profit_ratio(float(df["close"].iloc[-1])) * 100,
+                    profit_pct=(-move if trade.is_short else move) * trade.leverage * 100,
                     candles_held=held,
                     leverage=trade.leverage,
                 ),
@@ -365,6 +379,25 @@ class GeminiOracleStrategy(IStrategy):
                 )
         schedule.keep_only(open_ids)
         self.use_exit_signal = schedule.any_exit()
+
+    def _frame_until(self, pair: str, candle: datetime) -> pd.DataFrame | None:
+        """The analysed frame of `pair` ending with `candle`, or None if it has not got there.
+
+        Live that is Freqtrade's newest analysis. In backtests Freqtrade's frame at loop start
+        still ends one candle earlier than live, so the full frame kept from
+        populate_entry_trend is cut at `candle` (closed at loop time: no look-ahead).
+        """
+        if self._live:
+            df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
+            ok = df is not None and not df.empty and df["date"].iloc[-1] == candle
+            return df if ok else None
+        df = self._frames.get(pair)
+        if df is None:
+            return None
+        end = int(df["date"].searchsorted(pd.Timestamp(candle), side="right"))
+        if end == 0 or df["date"].iat[end - 1] != candle:
+            return None
+        return df.iloc[:end]
 
     def _prefetch_entries(self) -> None:
         """Ask about every pair's newest candidate at once, before Freqtrade analyses pairs.
@@ -483,7 +516,9 @@ class GeminiOracleStrategy(IStrategy):
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         dataframe["ema9"] = ta.EMA(dataframe, timeperiod=9)
         dataframe["ema21"] = ta.EMA(dataframe, timeperiod=21)
-        dataframe["ema200"] = ta.EMA(dataframe, timeperiod=200)
+        # Windowed: the same value from a live bot's ~1200 candles and a backtest's history, so
+        # decisions recorded live replay in backtests (a recursive EMA200 differs by its seed).
+        dataframe["ema200"] = windowed_ema(dataframe["close"].to_numpy(), 200, EMA200_WINDOW)
         macd = ta.MACD(dataframe, fastperiod=6, slowperiod=12, signalperiod=9)
         dataframe["macd"] = macd["macd"]
         dataframe["macdsignal"] = macd["macdsignal"]
@@ -532,6 +567,8 @@ class GeminiOracleStrategy(IStrategy):
         for col in (_ORACLE_CONFIDENCE, _ORACLE_STOP, _ORACLE_TARGET):
             dataframe[col] = np.nan
         oracle = self._ensure_oracle()
+        if not self._live:
+            self._frames[pair] = dataframe  # exit reviews read it (see _frame_until)
         if oracle is None:
             for side, mask in ((Side.LONG, long_c), (Side.SHORT, short_c)):
                 rows = np.flatnonzero(mask.to_numpy()).tolist()
@@ -621,6 +658,7 @@ class GeminiOracleStrategy(IStrategy):
                     "reasoning": decision.reasoning[:500] if decision else None,
                     "atr": float(atr[row]),
                     "atr_stop": float(k * atr[row] / close[row]),
+                    "close": float(close[row]),
                 },
             )
 
@@ -772,18 +810,27 @@ class GeminiOracleStrategy(IStrategy):
             stop=risk.stop_price(trade.open_rate, distance, side),
             atr=float(decision.get("atr") or 0.0),
             take_profit=decision.get("take_profit"),
+            signal_close=decision.get("close"),
         )
 
     def _on_exit(self, trade: Trade, order: Order, now: datetime) -> None:
-        exit_ = ClosedTrade(
-            trade_id=trade.id,
-            pair=trade.pair,
-            side=_side_of(trade),
-            close_time=now,
-            exit_price=order.safe_price,
-            profit=trade.calc_profit(rate=order.safe_price, amount=order.safe_filled),
-            exit_reason=order.ft_order_tag or trade.exit_reason or "",
-        )
+        if self._live:
+            # Live, Freqtrade has closed the trade when it reports the exit fill; the record is
+            # then exactly what a restart rebuilds from (a partial exit closes nothing).
+            if trade.is_open or not trade.close_date:
+                return
+            exit_ = _closed(trade)
+        else:
+            # Backtests report the fill before closing the trade.
+            exit_ = ClosedTrade(
+                trade_id=trade.id,
+                pair=trade.pair,
+                side=_side_of(trade),
+                close_time=now,
+                exit_price=order.safe_price,
+                profit=trade.calc_profit(rate=order.safe_price, amount=order.safe_filled),
+                exit_reason=order.ft_order_tag or trade.exit_reason or "",
+            )
         equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
         for lock in self._ledger.record_exit(exit_, equity):
             _lock_all(lock)
@@ -878,6 +925,10 @@ class GeminiOracleStrategy(IStrategy):
         stop = risk.respect_liquidation(
             stop, trade.liquidation_price, self.money.liquidation_buffer, side
         )
+        if after_fill and trade.stop_loss:
+            # An after-fill answer may move the stop both ways (Freqtrade refreshes it): after a
+            # partial exit or a late fee, keep a stop that already trailed tighter.
+            stop = risk.tighter(stop, trade.stop_loss, side)
         # Relative to the current rate, on margin. Freqtrade only ever tightens a stop, so this
         # can never loosen the hard stoploss.
         relative = stoploss_from_absolute(
@@ -947,13 +998,15 @@ def _credentials(config: dict[str, Any]) -> list[str | None]:
     exchange = config.get("exchange") or {}
     api = config.get("api_server") or {}
     telegram = config.get("telegram") or {}
+    ws_tokens = api.get("ws_token")
+    tokens = ws_tokens if isinstance(ws_tokens, list) else [ws_tokens]  # Freqtrade takes both
     return [
         exchange.get("key"),
         exchange.get("secret"),
         exchange.get("password"),
         api.get("password"),
         api.get("jwt_secret_key"),
-        api.get("ws_token"),
+        *(str(t) for t in tokens if t),
         telegram.get("token"),
     ]
 

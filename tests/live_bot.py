@@ -339,6 +339,25 @@ class LiveBot:
         ]
         return waiting[-1] if waiting else None
 
+    def entry_order(self, symbol: str = SYMBOL) -> dict[str, Any] | None:
+        """The first order of `symbol` that opens a position (not reduce-only), if any."""
+        return next((o for o in self.exchange_orders(symbol) if not o["reduceOnly"]), None)
+
+    def fill_entry(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Wait for the entry order, touch its limit (a maker fill), wait for Freqtrade's trade.
+
+        Returns the exchange's entry order and the trade row.
+        """
+        entry = self.wait_until(self.entry_order, 60, "the entry order on the exchange")
+        self.set_price(entry["price"])
+        trade = self.wait_until(self.open_trade, 20, "Freqtrade to record the filled entry")
+        return entry, trade
+
+    def run_through(self, stop: dict[str, Any], trade: dict[str, Any]) -> None:
+        """Move the price 0.2% past `stop`'s trigger, against `trade`."""
+        past = Decimal("1.002") if trade["is_short"] else Decimal("0.998")
+        self.set_price(Decimal(stop["triggerPrice"]) * past)
+
     def exchange_position(self, symbol: str = SYMBOL) -> dict[str, Any] | None:
         found = [p for p in self.exchange_state()["positions"] if p["symbol"] == symbol]
         return found[0] if found else None

@@ -259,6 +259,7 @@ def test_recursive_analysis_is_flat_at_the_strategy_startup(
     for row in rows:
         value = row[strategy_col]
         assert value == "-" or abs(float(value.rstrip("%"))) < 0.001, row
-    # The short startup really is biased for EMA200, so the check above can fail.
+    # EMA200 is windowed over 1000 candles: with a 199-candle startup it cannot be computed
+    # (NaN: no candidate, no trade) rather than quietly biased, so the check above can fail.
     ema200 = next(r for r in rows if r[0] == "ema200")
-    assert abs(float(ema200[columns.index("199")].rstrip("%"))) > 0.01
+    assert ema200[columns.index("199")] == "nan%"

@@ -12,7 +12,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,33 +20,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from bybit_emulator import CandleSource, start_emulator
-from tests.factories import DATA_DIR, ROOT
+from tests.factories import DATA_DIR
 from tests.fake_gemini import FakeGemini, Hang, atr_stop, start_fake_gemini
 from tests.freqtrade_run import freqtrade_argv, loopback_env, offline_overlay, prepare_run
+from tests.live_bot import strategy_candidates
 
 pytestmark = pytest.mark.integration
 
 STEP_MS = 180_000
 API_KEY = "e2e-secret-key-4242"
-
-
-def _strategy_candidates() -> pd.DataFrame:
-    """The strategy's own indicators and pre-filter over the BTC sample."""
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
-    strategy = GeminiOracleStrategy({"runmode": "dry_run", "stake_currency": "USDT"})
-    frame = pd.read_feather(DATA_DIR / "BTC_USDT_USDT-3m-futures.feather")
-    frame = strategy.populate_indicators(frame, {"pair": "BTC/USDT:USDT"})
-    long_c, short_c = strategy._candidates(frame)
-    frame["long_c"], frame["short_c"] = long_c, short_c
-    return frame
 
 
 class WebhookReceiver:
@@ -102,7 +86,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def dry_run_bot(
     tmp_path: Path, fake: FakeGemini, hook: WebhookReceiver, *, timeout_s: float
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path, Path]]:
-    frame = _strategy_candidates()
+    frame = strategy_candidates()
     rows = frame.index[(frame["long_c"] | frame["short_c"]) & (frame.index > 2500)]
     candidate = int(rows[0])
     start_ms = int(frame["date"].iat[candidate].timestamp() * 1000)
@@ -131,6 +115,8 @@ def dry_run_bot(
             },
         )
         overlay["exchange"]["pair_whitelist"] = ["BTC/USDT:USDT"]
+        # No fiat conversion: it would ask api.coingecko.com, and tests stay on 127.0.0.1.
+        overlay["fiat_display_currency"] = ""
         overlay["webhook"] = {
             "enabled": True,
             "url": hook.url,

@@ -75,7 +75,6 @@ def test_stop_and_exit_callbacks_keep_the_hard_stop_on_error(strategy_class: typ
     assert strategy.custom_stoploss("BTC/USDT:USDT", trade, NOW, 100.0, 0.01, False) is None
     assert strategy.custom_roi("BTC/USDT:USDT", trade, NOW, 30, None, "long") is None
     # None keeps the stop Freqtrade has, which is never looser than the hard stoploss.
-    assert strategy.stoploss == -0.05
     # The guard keeps the signature Freqtrade inspects (it skips after-fill calls otherwise).
     assert "after_fill" in getfullargspec(strategy.custom_stoploss).args
 
@@ -152,3 +151,66 @@ def test_a_raising_entry_gate_enters_nothing_in_a_real_backtest(
         data = json.loads(archive.read(Path(last).with_suffix(".json").name))
     assert data["strategy"]["BrokenRiskStrategy"]["total_trades"] == 0
     assert "callback error" in run.output  # counted in the summary
+
+
+def live_strategy(strategy_class: type) -> Any:
+    strategy = make(strategy_class, runmode="dry_run")
+    strategy.wallets = type("Wallets", (), {"get_total_stake_amount": lambda self: 10_000.0})()
+    return strategy
+
+
+def closed_trade(**fields: Any) -> Any:
+    from types import SimpleNamespace
+
+    base = {
+        "id": 3,
+        "pair": "BTC/USDT:USDT",
+        "is_short": False,
+        "is_open": False,
+        "entry_side": "buy",
+        "amount": 0.01,
+        "close_rate": 99_000.0,
+        "close_profit_abs": -40.0,
+        "exit_reason": "stoploss_on_exchange",
+        "close_date": NOW,
+        "close_date_utc": NOW,
+    }
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_live_exit_fills_reported_twice_count_once(strategy_class: type) -> None:
+    from types import SimpleNamespace
+
+    strategy = live_strategy(strategy_class)
+    order = SimpleNamespace(ft_order_side="stoploss", safe_filled=0.01, safe_price=99_000.0)
+    trade = closed_trade()
+    strategy.order_filled("BTC/USDT:USDT", trade, order, NOW)
+    strategy.order_filled("BTC/USDT:USDT", trade, order, NOW)  # Freqtrade's fee retry
+    assert strategy._ledger.day_pnl == -40.0 and strategy._ledger.stop_streak == 1
+    # A partial exit leaves the trade open: nothing is accounted until it closes.
+    strategy.order_filled("ETH/USDT:USDT", closed_trade(id=4, is_open=True), order, NOW)
+    assert strategy._ledger.day_pnl == -40.0
+
+
+def test_an_after_fill_call_never_loosens_a_trailed_stop(strategy_class: type) -> None:
+    from types import SimpleNamespace
+
+    from GeminiOracleStrategy import _TradeRisk  # the strategy module is imported by the fixture
+
+    strategy = make(strategy_class)
+    trade = SimpleNamespace(
+        id=5,
+        pair="BTC/USDT:USDT",
+        is_short=False,
+        fee_open=0.0005,
+        fee_close=0.0005,
+        leverage=1.0,
+        liquidation_price=None,
+        open_rate=100.0,
+        stop_loss=100.15,  # trailed above the entry already
+    )
+    strategy._trade_risk[5] = _TradeRisk(stop=99.0, atr=0.0, take_profit=None, signal_close=100.0)
+    later = strategy.custom_stoploss("BTC/USDT:USDT", trade, NOW, 100.25, 0.002, after_fill=False)
+    refill = strategy.custom_stoploss("BTC/USDT:USDT", trade, NOW, 100.25, 0.002, after_fill=True)
+    assert later == pytest.approx(1 - 99.0 / 100.25)  # the initial stop (Freqtrade keeps the max)
+    assert refill == pytest.approx(1 - 100.15 / 100.25)  # after a fill: not back to 99

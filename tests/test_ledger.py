@@ -119,3 +119,15 @@ def test_rebuild_equals_one_exit_at_a_time(rows: list[tuple[float, float, str]])
     assert rebuilt.day == live.day == utc_day(now)
     assert abs(rebuilt.day_pnl - live.day_pnl) < 1e-6
     assert abs(rebuilt.day_start_equity - live.day_start_equity) < 1e-6
+
+
+def test_an_exit_reported_twice_is_accounted_for_once() -> None:
+    """Live, Freqtrade reports a fill again while its fee is unknown; order_filled comes along."""
+    ledger = LossLedger(RULES, locks_on=True)
+    stop = closed(10, -300).model_copy(update={"trade_id": 7})
+    assert ledger.record_exit(stop, 10_000) == []
+    assert ledger.record_exit(stop, 10_000) == []
+    assert ledger.day_pnl == -300 and ledger.stop_streak == 1
+    rebuilt = LossLedger.rebuild(RULES, [stop], 9_700, stop.close_time, locks_on=True)
+    assert rebuilt.record_exit(stop, 9_700) == []  # the restart counted it already
+    assert rebuilt.day_pnl == -300 and rebuilt.stop_streak == 1

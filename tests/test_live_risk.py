@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,8 @@ def seed_closed_trades(db: Path, trades: list[dict]) -> None:
 def earlier_today(now: datetime, minutes: int) -> datetime:
     """`minutes` ago, but never before today's UTC midnight (tests may run just after it)."""
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(now - timedelta(minutes=minutes), midnight + timedelta(seconds=minutes))
+    wanted = max(now - timedelta(minutes=minutes), midnight + timedelta(seconds=minutes))
+    return min(wanted, now - timedelta(seconds=1))  # never in the future
 
 
 def losing_stop(now: datetime, minutes_ago: int, loss: float) -> dict:
@@ -74,18 +74,10 @@ def test_restart_mid_day_keeps_the_stop_streak_and_the_daily_loss(tmp_path: Path
         # wallet, plus the day's 510 lost: the day started at 10410.
         assert "day P&L -510.00 of 10410.00, losing-stop streak 2" in bot.log()
         bot.pin_price()
-        entry = bot.wait_until(
-            lambda: next((o for o in bot.exchange_orders() if not o["reduceOnly"]), None),
-            60,
-            "the entry order on the exchange",
-        )
-        bot.set_price(entry["price"])
-        trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")
+        entry, trade = bot.fill_entry()
         assert locks(bot) == []  # two stops and -4.9%: nothing locked yet
         stop = bot.wait_until(bot.exchange_stop_order, 10, "a stop order on the exchange")
-        long = trade["is_short"] == 0
-        trigger = Decimal(stop["triggerPrice"])
-        bot.set_price(trigger * (Decimal("0.998") if long else Decimal("1.002")))
+        bot.run_through(stop, trade)
         closed = bot.wait_until(
             lambda: [t for t in bot.closed_trades() if t["pair"] == "BTC/USDT:USDT"],
             30,

@@ -28,11 +28,7 @@ def test_live_entry_stop_on_exchange_and_stoploss_exit(tmp_path: Path) -> None:
         start_balance = bot.exchange_balance()
         bot.pin_price()  # no feed move during the test: every price below is steered
 
-        def entry_order() -> dict | None:
-            found = [o for o in bot.exchange_orders() if not o["reduceOnly"]]
-            return found[0] if found else None
-
-        entry = bot.wait_until(entry_order, 60, "the entry order on the exchange")
+        entry = bot.wait_until(bot.entry_order, 60, "the entry order on the exchange")
         assert entry["orderType"] == "Limit" and entry["stopOrderType"] == ""
         bot.set_price(entry["price"])  # the price touches the limit: a maker fill
         trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")
@@ -84,9 +80,7 @@ def test_live_entry_stop_on_exchange_and_stoploss_exit(tmp_path: Path) -> None:
         assert 0 <= lag_s <= ONE_LOOP_S, f"stop placed {lag_s:.2f}s after the fill"
 
         # Through the stop: the exchange fills it, Freqtrade records the stop-loss exit.
-        trigger = Decimal(stop["triggerPrice"])
-        beyond = trigger * (Decimal("0.998") if long else Decimal("1.002"))
-        bot.set_price(beyond)
+        bot.run_through(stop, trade)
         filled = [o for o in bot.exchange_orders() if o["orderId"] == stop["orderId"]]
         assert filled[0]["orderStatus"] == "Filled"
         assert Decimal(bot.exchange_position()["size"]) == 0
@@ -113,13 +107,7 @@ def test_stop_filled_while_the_bot_is_down_is_reconciled_on_restart(tmp_path: Pa
     finds the filled stop by its id at startup and closes the trade as `stoploss_on_exchange`."""
     with live_bot(tmp_path) as bot:
         bot.pin_price()
-        entry = bot.wait_until(
-            lambda: next((o for o in bot.exchange_orders() if not o["reduceOnly"]), None),
-            60,
-            "the entry order on the exchange",
-        )
-        bot.set_price(entry["price"])
-        trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")
+        entry, trade = bot.fill_entry()
         stop = bot.wait_until(bot.exchange_stop_order, 10, "a stop order on the exchange")
         # Freqtrade commits the stop to its DB at the end of the loop that placed it; a kill
         # before that leaves an order it does not know (then found by history: sold_on_exchange).
@@ -129,9 +117,7 @@ def test_stop_filled_while_the_bot_is_down_is_reconciled_on_restart(tmp_path: Pa
             "Freqtrade to record the stop in its DB",
         )
         assert bot.kill() == -9
-        long = trade["is_short"] == 0
-        trigger = Decimal(stop["triggerPrice"])
-        bot.set_price(trigger * (Decimal("0.998") if long else Decimal("1.002")))
+        bot.run_through(stop, trade)
         (filled,) = [o for o in bot.exchange_orders() if o["orderId"] == stop["orderId"]]
         assert filled["orderStatus"] == "Filled" and Decimal(bot.exchange_position()["size"]) == 0
         assert bot.open_trade() is not None  # the DB does not know yet

@@ -24,13 +24,7 @@ BTC_TICK = Decimal("0.1")
 def test_exchange_stop_sits_at_the_strategy_stop_and_trails(tmp_path: Path) -> None:
     with live_bot(tmp_path) as bot:
         bot.pin_price()
-        entry = bot.wait_until(
-            lambda: next((o for o in bot.exchange_orders() if not o["reduceOnly"]), None),
-            60,
-            "the entry order on the exchange",
-        )
-        bot.set_price(entry["price"])
-        trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")
+        entry, trade = bot.fill_entry()
         first = bot.wait_until(bot.exchange_stop_order, 10, "a stop order on the exchange")
         short = trade["is_short"] == 1
         assert short  # the harness's candidate; the arithmetic below is written for it
