@@ -70,3 +70,15 @@ def candidate_rows(df: pd.DataFrame) -> np.ndarray:
     hist = df["macdhist"]
     cross = ((hist > 0) & (hist.shift(1) <= 0)) | ((hist < 0) & (hist.shift(1) >= 0))
     return np.flatnonzero(cross.fillna(False).to_numpy())
+
+
+def strategy_class() -> type:
+    """The strategy class, imported as Freqtrade does (its folder on sys.path for the import)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "strategies"))
+    try:
+        from GeminiOracleStrategy import GeminiOracleStrategy
+    finally:
+        sys.path.pop(0)
+    return GeminiOracleStrategy

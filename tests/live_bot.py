@@ -28,7 +28,6 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from bybit_emulator import AccountConfig, CandleSource, Emulator, RequestRecord, start_emulator
-from tests.factories import DATA_DIR, ROOT
+from tests.factories import DATA_DIR, strategy_class
 from tests.freqtrade_run import freqtrade_argv, loopback_env, offline_overlay, prepare_run
 
 T = TypeVar("T")
@@ -70,11 +69,7 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
 @functools.cache
 def strategy_candidates() -> pd.DataFrame:
     """The strategy's own indicators and pre-filter over the BTC sample (long_c / short_c)."""
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
+    GeminiOracleStrategy = strategy_class()
     strategy = GeminiOracleStrategy({"runmode": "dry_run", "stake_currency": "USDT"})
     frame = pd.read_feather(DATA_DIR / "BTC_USDT_USDT-3m-futures.feather")
     frame = strategy.populate_indicators(frame, {"pair": PAIR})

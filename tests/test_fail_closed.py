@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from inspect import getfullargspec
 from pathlib import Path
@@ -23,19 +21,15 @@ from freqtrade.exceptions import OperationalException
 
 from bybit_emulator import Emulator
 from tests.factories import ROOT
+from tests.factories import strategy_class as load_strategy_class
 from tests.freqtrade_run import offline_overlay, run_freqtrade
 
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def strategy_class() -> Iterator[type]:
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
-    yield GeminiOracleStrategy
+def strategy_class() -> type:
+    return load_strategy_class()
 
 
 class Broken:

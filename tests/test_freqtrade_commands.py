@@ -6,7 +6,6 @@ Each runs the real CLI as a subprocess against the Bybit emulator on a short ran
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from bybit_emulator import Emulator
 from llm_oracle.ledger import ClosedTrade
 from llm_oracle.models import Side
-from tests.factories import ROOT
+from tests.factories import ROOT, strategy_class
 from tests.freqtrade_run import offline_overlay, run_freqtrade
 
 SHORT_RANGE = "20250605-20250607"
@@ -80,11 +79,7 @@ def test_plot_dataframe_writes_the_oracle_columns(
 
 def test_a_new_backtest_run_starts_with_a_clean_ledger() -> None:
     """Hyperopt with one job reuses the strategy: an epoch must not inherit the last one's."""
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
+    GeminiOracleStrategy = strategy_class()
     strategy = GeminiOracleStrategy({"runmode": "hyperopt", "stake_currency": "USDT"})
     start = datetime(2025, 6, 5, tzinfo=UTC)
     strategy._start_run_if_new(start)
@@ -112,11 +107,7 @@ def test_a_new_backtest_run_starts_with_a_clean_ledger() -> None:
     ],
 )
 def test_hyperopt_never_makes_a_paid_call(block: dict, tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
+    GeminiOracleStrategy = strategy_class()
     config = {
         "runmode": "hyperopt",
         "stake_currency": "USDT",

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 from freqtrade.exceptions import OperationalException
 
-from tests.factories import ROOT
+from tests.factories import strategy_class
 
 STRONG_JWT = "k3Yq9pZ_ZcW1y8sVv0mA5rT2uXn4bLdE6fGhJ7iK"
 
 
 def strategy(runmode: str, api: dict[str, Any]) -> Any:
-    sys.path.insert(0, str(ROOT / "strategies"))
-    try:
-        from GeminiOracleStrategy import GeminiOracleStrategy
-    finally:
-        sys.path.pop(0)
+    GeminiOracleStrategy = strategy_class()
     return GeminiOracleStrategy({"runmode": runmode, "stake_currency": "USDT", "api_server": api})
 
 
