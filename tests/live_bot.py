@@ -314,6 +314,10 @@ class LiveBot:
     def closed_trades(self) -> list[dict[str, Any]]:
         return _rows(self.db_path, "SELECT * FROM trades WHERE is_open = 0 ORDER BY id")
 
+    def pair_locks(self, *, active_only: bool = True) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM pairlocks" + (" WHERE active = 1" if active_only else "")
+        return _rows(self.db_path, sql + " ORDER BY id")
+
     def orders(self) -> list[dict[str, Any]]:
         return _rows(self.db_path, "SELECT * FROM orders ORDER BY id")
 

@@ -55,9 +55,8 @@ def losing_stop(now: datetime, minutes_ago: int, loss: float) -> dict:
 
 
 def locks(bot) -> list[dict]:
-    from tests.live_bot import _rows
-
-    return _rows(bot.db_path, "SELECT * FROM pairlocks WHERE active = 1 ORDER BY id")
+    """The strategy's account-wide locks (Freqtrade's own per-pair "Auto lock" aside)."""
+    return [row for row in bot.pair_locks() if row["pair"] == "*"]
 
 
 def test_restart_mid_day_keeps_the_stop_streak_and_the_daily_loss(tmp_path: Path) -> None:

@@ -90,6 +90,14 @@ def test_live_entry_stop_on_exchange_and_stoploss_exit(tmp_path: Path) -> None:
         # Freqtrade's profit and the exchange's wallet agree (fees from the orders' fee detail).
         moved = float(bot.exchange_balance() - start_balance)
         assert closed[0]["close_profit_abs"] == pytest.approx(moved, abs=1e-6)
+        # Freqtrade's last step after a stop exit is its one-candle "Auto lock" of the pair. A
+        # SIGTERM lands as a KeyboardInterrupt wherever the bot is; during that commit it would
+        # roll the session back (a traceback at cleanup), so let the bot finish first.
+        bot.wait_until(
+            lambda: [x for x in bot.pair_locks() if x["reason"] == "Auto lock"],
+            20,
+            "Freqtrade to finish handling the exit",
+        )
         # SIGTERM: Freqtrade cleans up ("Cleaning up modules") and exits 130 (its SIGINT path).
         assert bot.stop() == 130
         assert "Cleaning up modules" in bot.log()
