@@ -25,7 +25,7 @@ from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, OracleRequest
 from llm_oracle.prompt import render
 from tests.factories import ROOT
 from tests.fake_gemini import FakeGemini, Ok, SchemaRandom, Slow, start_fake_gemini
-from tests.freqtrade_run import offline_overlay, run_freqtrade
+from tests.freqtrade_run import FreqtradeRun, offline_overlay, run_freqtrade
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +82,24 @@ def _gemini_block(fake: FakeGemini, journal: Path) -> dict[str, Any]:
             "limits": {"concurrency": 4, "rpm": 100_000, "rpm_burst": 1000},
         },
     }
+
+
+def replay_gemini(emulator: Emulator, journal: Path, datadir: Path, workdir: Path) -> FreqtradeRun:
+    """A backtest that replays recorded Gemini answers and holds on a miss (never calls)."""
+    return run_freqtrade(
+        "backtesting",
+        ["--cache", "none", "--export", "none", "--timerange", TIMERANGE],
+        workdir=workdir,
+        overlay=offline_overlay(
+            emulator.url,
+            llm_oracle={
+                "backend": "replay",
+                "journal_path": str(journal),
+                "replay": {"source": "gemini", "on_miss": "hold"},
+            },
+        ),
+        datadir=datadir,
+    )
 
 
 def test_record_survives_kill_9_and_then_replays_with_zero_calls(
@@ -151,20 +169,7 @@ def test_record_survives_kill_9_and_then_replays_with_zero_calls(
 
         # 3. Replay with on_miss hold: every candidate is a journal hit, no call at all.
         calls_before_replay = fake.count
-        replay = run_freqtrade(
-            "backtesting",
-            ["--cache", "none", "--export", "none", "--timerange", TIMERANGE],
-            workdir=tmp_path / "replay",
-            overlay=offline_overlay(
-                emulator.url,
-                llm_oracle={
-                    "backend": "replay",
-                    "journal_path": str(journal),
-                    "replay": {"source": "gemini", "on_miss": "hold"},
-                },
-            ),
-            datadir=sample_datadir,
-        )
+        replay = replay_gemini(emulator, journal, sample_datadir, tmp_path / "replay")
         assert replay.returncode == 0, replay.output[-3000:]
         summary = replay.oracle_summary()
         assert " 0 misses" in summary and " 0 backend calls" in summary, summary
@@ -200,20 +205,7 @@ def test_a_model_that_follows_the_schema_is_never_rejected_and_replays_with_zero
         assert fake.count == len(kinds)
 
         calls_before_replay = fake.count
-        replay = run_freqtrade(
-            "backtesting",
-            ["--cache", "none", "--export", "none", "--timerange", TIMERANGE],
-            workdir=tmp_path / "replay",
-            overlay=offline_overlay(
-                emulator.url,
-                llm_oracle={
-                    "backend": "replay",
-                    "journal_path": str(journal),
-                    "replay": {"source": "gemini", "on_miss": "hold"},
-                },
-            ),
-            datadir=sample_datadir,
-        )
+        replay = replay_gemini(emulator, journal, sample_datadir, tmp_path / "replay")
         assert replay.returncode == 0, replay.output[-3000:]
         summary = replay.oracle_summary()
         assert " 0 misses, 0 unanswerable," in summary and " 0 backend calls" in summary, summary
