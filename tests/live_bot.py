@@ -49,6 +49,8 @@ PAIR = "BTC/USDT:USDT"
 SYMBOL = "BTCUSDT"
 # The feed's clock stops this long before the candle after the candidate would close.
 HOLD_MARGIN_MS = 10_000
+# Time left in the entry candle when a bot starts: start-up and the first loop fit well inside.
+MIN_ENTRY_WINDOW_MS = 75_000
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -145,6 +147,12 @@ def candidate_feed(
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     boundary = now - now % STEP_MS
+    if boundary + STEP_MS - now < MIN_ENTRY_WINDOW_MS:
+        # Freqtrade's own clock keeps running while the feed is held: the entry must happen in
+        # the candle after the signal, or the decision behind it is not found (the bot then
+        # falls back to 1x and the hard stop). Too close to the next boundary: let the
+        # candidate close at that boundary instead.
+        boundary += STEP_MS
     clock = FeedClock(boundary + STEP_MS - HOLD_MARGIN_MS)
     shift = boundary - STEP_MS - candidate.start_ms
     return CandleSource(data_dir, shift_ms=shift, clock=clock), clock
