@@ -124,10 +124,19 @@ def confirmed_candidate(min_row: int = 2500, min_confidence: float = 0.7) -> Can
 
 
 class FeedClock:
-    """The candle feed's clock: the wall clock, held at `hold_ms` until released."""
+    """The candle feed's clock: the wall clock, held at `hold_ms` until released.
 
-    def __init__(self, hold_ms: int | None) -> None:
+    `signal_close_ms` is the wall-clock time the candidate candle closes: it may lie up to
+    MIN_ENTRY_WINDOW_MS ahead when a bot starts, and no entry can happen before it.
+    """
+
+    def __init__(self, hold_ms: int | None, signal_close_ms: int = 0) -> None:
         self.hold_ms = hold_ms
+        self.signal_close_ms = signal_close_ms
+
+    def until_signal(self) -> float:
+        """Seconds until the candidate candle closes (0 once it has)."""
+        return max(0.0, self.signal_close_ms / 1000 - time.time())
 
     def __call__(self) -> float:
         now = time.time()
@@ -153,7 +162,7 @@ def candidate_feed(
         # falls back to 1x and the hard stop). Too close to the next boundary: let the
         # candidate close at that boundary instead.
         boundary += STEP_MS
-    clock = FeedClock(boundary + STEP_MS - HOLD_MARGIN_MS)
+    clock = FeedClock(boundary + STEP_MS - HOLD_MARGIN_MS, signal_close_ms=boundary)
     shift = boundary - STEP_MS - candidate.start_ms
     return CandleSource(data_dir, shift_ms=shift, clock=clock), clock
 
@@ -291,12 +300,13 @@ class LiveBot:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_for_log(self, needle: str, timeout: float) -> str:
-        return wait_until(lambda: needle in self.log() and self.log(), timeout, repr(needle))
+        return self.wait_until(lambda: needle in self.log() and self.log(), timeout, repr(needle))
 
     def wait_until(
         self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2
     ) -> T:
-        """`wait_until`, failing early (with the log tail) if the bot process died."""
+        """`wait_until`, failing early if the bot process died; either failure shows the log tail
+        (CI keeps no work directory, so the tail is all there is to read)."""
 
         def check() -> T:
             value = predicate()
@@ -307,7 +317,12 @@ class LiveBot:
                 )
             return value
 
-        return wait_until(check, timeout, what, interval)
+        try:
+            return wait_until(check, timeout, what, interval)
+        except AssertionError as failure:
+            if "freqtrade exited" in str(failure):
+                raise
+            raise AssertionError(f"{failure}; the bot's log ends:\n{self.log()[-4000:]}") from None
 
     # ---- the trades DB -----------------------------------------------------------------------
 
@@ -350,12 +365,22 @@ class LiveBot:
         """The first order of `symbol` that opens a position (not reduce-only), if any."""
         return next((o for o in self.exchange_orders(symbol) if not o["reduceOnly"]), None)
 
+    def after_signal(self, timeout: float) -> float:
+        """`timeout` counted from the candidate candle's close (which may still lie ahead)."""
+        return timeout + (self.clock.until_signal() if self.clock is not None else 0.0)
+
+    def wait_for_entry_order(self, timeout: float = 60) -> dict[str, Any]:
+        """The entry order, `timeout` s after the candidate candle closed at the latest."""
+        return self.wait_until(
+            self.entry_order, self.after_signal(timeout), "the entry order on the exchange"
+        )
+
     def fill_entry(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Wait for the entry order, touch its limit (a maker fill), wait for Freqtrade's trade.
 
         Returns the exchange's entry order and the trade row.
         """
-        entry = self.wait_until(self.entry_order, 60, "the entry order on the exchange")
+        entry = self.wait_for_entry_order()
         self.set_price(entry["price"])
         trade = self.wait_until(self.open_trade, 20, "Freqtrade to record the filled entry")
         return entry, trade

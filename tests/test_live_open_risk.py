@@ -50,7 +50,7 @@ def test_pending_entries_count_against_the_open_risk_cap(tmp_path: Path) -> None
         for coin in SCALE:
             bot.pin_price(f"{coin}USDT")  # no feed move: the resting entries never fill
         refused = "would exceed 0.15% of equity"
-        bot.wait_for_log(refused, 90)
+        bot.wait_for_log(refused, bot.after_signal(90))
         # Every pair signalled on the candle: each either placed an entry or was refused.
         bot.wait_until(
             lambda: len(bot.trades()) + bot.log().count(refused) >= len(PAIRS),

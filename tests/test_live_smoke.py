@@ -28,7 +28,7 @@ def test_live_entry_stop_on_exchange_and_stoploss_exit(tmp_path: Path) -> None:
         start_balance = bot.exchange_balance()
         bot.pin_price()  # no feed move during the test: every price below is steered
 
-        entry = bot.wait_until(bot.entry_order, 60, "the entry order on the exchange")
+        entry = bot.wait_for_entry_order()
         assert entry["orderType"] == "Limit" and entry["stopOrderType"] == ""
         bot.set_price(entry["price"])  # the price touches the limit: a maker fill
         trade = bot.wait_until(bot.open_trade, 20, "Freqtrade to record the filled entry")

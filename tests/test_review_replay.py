@@ -57,7 +57,7 @@ def test_a_backtest_over_a_dry_run_replays_its_exit_reviews(
         entry_pricing={"price_side": "other", "use_order_book": True, "order_book_top": 1},
     ) as bot:
         bot.pin_price()  # the trade neither stops out nor takes profit while we wait
-        trade = bot.wait_until(bot.open_trade, 90, "the dry-run trade")
+        trade = bot.wait_until(bot.open_trade, bot.after_signal(60), "the dry-run trade")
         bot.release_clock()  # the next candle closes at its real time (at most 3 minutes)
         bot.wait_until(lambda: journal_rows(journal, "exit_review"), 240, "an exit review")
         reviews = journal_rows(journal, "exit_review")
