@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Backtest of the shipped real Bybit sample with the oracle in replay mode, offline, no API key.
+# Backtest of the shipped real Bybit sample with the oracle in replay mode, offline, no API key;
+# 1m detail candles decide the order of stop and target inside each 3m candle.
 demo: $(STAMP)
 	@mkdir -p user_data/logs
 	$(BIN)/python -m bybit_emulator --port $(EMULATOR_PORT) --log user_data/logs/bybit-emulator.jsonl -- \
-		$(BIN)/freqtrade backtesting $(OFFLINE) --cache none --enable-protections --export trades
+		$(BIN)/freqtrade backtesting $(OFFLINE) --cache none --enable-protections --export trades \
+			--timeframe-detail 1m
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
