@@ -17,6 +17,13 @@ Design choices, and why:
   with advice that fits: a locked or full journal is fine and must not be moved aside.
 - Spending limits are computed from the rows themselves (`spend_since`, `recent_calls`): every
   answer is committed as it arrives, so a crash or restart can neither forget nor double a cost.
+- One budget for every process on the file: a request is reserved (`reserve`) in a BEGIN
+  IMMEDIATE transaction that sums the day's rows and everybody's open reservations, so the
+  daily caps hold across processes. Recording the answer deletes its reservation in the same
+  transaction; an answer that lost a race to another process (its key already answered) keeps
+  its reservation row as `unrecorded`, with its cost: every request sent stays accounted for.
+  A reservation whose process died stays `open` and counts as a request that may have been
+  sent (a budget is never understated).
 - No secret ever reaches this module: rows hold requests, answers and usage only (scrubbed).
 """
 
@@ -40,7 +47,7 @@ from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, JournalEntry, Orac
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process; ours take ~1 ms
@@ -73,14 +80,32 @@ CREATE TABLE decisions (
 CREATE UNIQUE INDEX decisions_answer_by_key ON decisions(key) WHERE error_kind IS NULL;
 CREATE INDEX decisions_by_key ON decisions(key);
 CREATE INDEX decisions_by_created ON decisions(created_at);
+{reservations}"""
+
+_RESERVATIONS = """
+CREATE TABLE reservations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    backend     TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    created_at  TEXT    NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'open',
+    calls       INTEGER NOT NULL DEFAULT 1,
+    tokens      INTEGER NOT NULL DEFAULT 0,
+    cost_usd    REAL    NOT NULL DEFAULT 0,
+    key         TEXT
+);
+CREATE INDEX reservations_by_created ON reservations(created_at);
 """
+_SCHEMA = _SCHEMA.replace("{reservations}", _RESERVATIONS)
 
 # Each step takes a journal from version N-1 to N; applied in order inside one transaction.
 # v1 rows predate retries and local refusals: each was exactly one request, hence DEFAULT 1.
 # v3 records the backend settings in the decision key (the audit trail of what was asked how).
+# v4 adds the reservations shared by every process on the file (one daily budget).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE decisions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
     3: ("ALTER TABLE decisions ADD COLUMN settings TEXT NOT NULL DEFAULT ''",),
+    4: tuple(filter(str.strip, _RESERVATIONS.split(";"))),
 }
 
 _COLUMNS = (
@@ -195,6 +220,31 @@ def advice(problem: JournalProblem, path: Path, detail: str, *, busy_s: float = 
     if problem is JournalProblem.MISSING:
         return f"journal {path} does not exist"
     return f"{path}: I/O error ({detail}). Check the disk and the filesystem it is on."
+
+
+class ReservationState(StrEnum):
+    OPEN = "open"  # reserved, the request may be in flight (or its process died with it)
+    UNRECORDED = "unrecorded"  # answered and paid, but another process had answered first
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Daily caps a reservation is checked against (None = no cap)."""
+
+    calls: int | None = None
+    tokens: int | None = None
+    usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What `reserve` found: the reservation id (None = refused) and the day's spend before it."""
+
+    id: int | None
+    calls: int
+    tokens: int
+    usd: float
+    exhausted: str | None = None
 
 
 @dataclass(slots=True)
@@ -367,24 +417,127 @@ class Journal:
         """Store an entry. Returns False when an answer for the key was already there."""
         return self.record_many([entry]) == 1
 
-    def record_many(self, entries: Iterable[JournalEntry], supersede: Collection[str] = ()) -> int:
+    def record_many(
+        self,
+        entries: Iterable[JournalEntry],
+        supersede: Collection[str] = (),
+        reservations: dict[str, int] | None = None,
+    ) -> int:
         """Store entries in one transaction; returns how many rows were new.
 
         `supersede`: keys whose stored answer was found unreadable. Their old answer row is
         marked `unreadable` (its text kept in error_detail) so the new answer can take its place;
         a row that validates (another process may have written it meanwhile) is left alone.
+        `reservations`: key -> reservation id of the request that got the entry. A stored row
+        takes over its reservation's accounting (the reservation is deleted); an answer that was
+        already there (lost a race) leaves its reservation as `unrecorded`, with its cost.
         """
-        rows = [e.as_row() for e in entries]
-        if not rows:
+        items = list(entries)
+        if not items:
             return 0
+        reservations = reservations or {}
         with self._failures("writing"), self._transaction() as conn:
-            for key in set(supersede) & {r["key"] for r in rows}:
+            for key in set(supersede) & {e.key for e in items}:
                 self._demote_unreadable(conn, key)
-            before = conn.total_changes
-            conn.executemany(
-                f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", rows
+            new = 0
+            insert = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
+            for entry in items:
+                before = conn.total_changes
+                conn.execute(insert, entry.as_row())
+                stored = conn.total_changes - before
+                new += stored
+                reservation = reservations.get(entry.key)
+                if reservation is None:
+                    continue
+                if stored:
+                    conn.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+                else:
+                    usage = entry.usage
+                    tokens = usage.prompt_tokens + usage.output_tokens + usage.thinking_tokens
+                    conn.execute(
+                        "UPDATE reservations SET state = ?, calls = ?, tokens = ?, cost_usd = ? "
+                        "WHERE id = ?",
+                        (
+                            ReservationState.UNRECORDED.value,
+                            entry.attempts,
+                            tokens,
+                            entry.cost_usd,
+                            reservation,
+                        ),
+                    )
+            return new
+
+    # --- one budget for every process -------------------------------------------------------
+    _SPENT_SQL = (
+        "SELECT COALESCE(SUM(attempts), 0), "
+        "COALESCE(SUM(prompt_tokens + output_tokens + thinking_tokens), 0), "
+        "COALESCE(SUM(cost_usd), 0) FROM decisions WHERE backend = ? AND created_at >= ?"
+    )
+    _RESERVED_SQL = (
+        "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0) "
+        "FROM reservations WHERE backend = ? AND created_at >= ?"
+    )
+
+    @classmethod
+    def _spent(cls, conn: sqlite3.Connection, backend: str, since: str) -> tuple[int, int, float]:
+        a = conn.execute(cls._SPENT_SQL, (backend, since)).fetchone()
+        b = conn.execute(cls._RESERVED_SQL, (backend, since)).fetchone()
+        return int(a[0]) + int(b[0]), int(a[1]) + int(b[1]), float(a[2]) + float(b[2])
+
+    def reserve(
+        self,
+        backend: str,
+        since: datetime,
+        caps: Caps,
+        *,
+        key: str | None = None,
+        extend: int | None = None,
+    ) -> Reserved:
+        """Reserve one request against the day's caps, for every process on this journal.
+
+        The day's spend (rows since `since` plus every reservation, open or unrecorded) and the
+        reservation are read and written in one BEGIN IMMEDIATE transaction, so two processes
+        cannot both take the last request. `extend`: add the request to that reservation (a
+        retry) instead of opening a new one.
+        """
+        stamp = since.astimezone(UTC).isoformat()
+        with self._failures("reserving"), self._transaction() as conn:
+            calls, tokens, usd = self._spent(conn, backend, stamp)
+            exhausted = None
+            if caps.calls is not None and calls >= caps.calls:
+                exhausted = f"requests {calls}/{caps.calls}"
+            elif caps.tokens is not None and tokens >= caps.tokens:
+                exhausted = f"tokens {tokens}/{caps.tokens}"
+            elif caps.usd is not None and usd >= caps.usd:
+                exhausted = f"USD {usd:.4f}/{caps.usd:.2f}"
+            if exhausted is not None:
+                return Reserved(None, calls, tokens, usd, exhausted)
+            if extend is not None:
+                conn.execute("UPDATE reservations SET calls = calls + 1 WHERE id = ?", (extend,))
+                return Reserved(extend, calls, tokens, usd)
+            cursor = conn.execute(
+                "INSERT INTO reservations (backend, pid, created_at, key) VALUES (?, ?, ?, ?)",
+                (backend, os.getpid(), datetime.now(UTC).isoformat(), key),
             )
-            return conn.total_changes - before
+            return Reserved(cursor.lastrowid, calls, tokens, usd)
+
+    def release(self, reservation: int, sent: int = 0) -> None:
+        """A reservation whose requests were not all sent: keep `sent` of them (0 deletes it)."""
+        with self._failures("releasing"), self._transaction() as conn:
+            if sent <= 0:
+                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+            else:
+                conn.execute("UPDATE reservations SET calls = ? WHERE id = ?", (sent, reservation))
+
+    def reservations(self, backend: str | None = None) -> list[tuple[str, str, int, int, float]]:
+        """(backend, state, rows, calls, USD) of every reservation left, grouped."""
+        where, params = ("WHERE backend = ?", (backend,)) if backend else ("", ())
+        rows = self.query(
+            "SELECT backend, state, COUNT(*), COALESCE(SUM(calls), 0), COALESCE(SUM(cost_usd), 0) "
+            f"FROM reservations {where} GROUP BY backend, state ORDER BY backend, state",
+            params,
+        )
+        return [(str(b), str(s), int(n), int(c), float(u)) for b, s, n, c, u in rows]  # type: ignore[call-overload]
 
     @staticmethod
     def _demote_unreadable(conn: sqlite3.Connection, key: str) -> None:
@@ -454,14 +607,10 @@ class Journal:
             return self._read().execute(sql, params).fetchall()
 
     def spend_since(self, backend: str, since: datetime) -> tuple[int, int, float]:
-        """Requests, tokens and USD that `backend` rows created at or after `since` account for."""
-        row = self.query(
-            "SELECT COALESCE(SUM(attempts), 0), "
-            "COALESCE(SUM(prompt_tokens + output_tokens + thinking_tokens), 0), "
-            "COALESCE(SUM(cost_usd), 0) FROM decisions WHERE backend = ? AND created_at >= ?",
-            (backend, since.astimezone(UTC).isoformat()),
-        )[0]
-        return int(row[0]), int(row[1]), float(row[2])  # type: ignore[arg-type]
+        """Requests, tokens and USD that `backend` rows and reservations (of any process)
+        created at or after `since` account for."""
+        with self._failures("reading"), self._lock:
+            return self._spent(self._read(), backend, since.astimezone(UTC).isoformat())
 
     def recent_calls(self, backend: str, limit: int) -> list[tuple[bool, datetime]]:
         """(provider healthy, created_at) of the newest rows that reached it, newest first.

@@ -21,12 +21,18 @@ Live, the whole batch answers within `timeout_s` (a request still waiting for a 
 fallback); with `recording` every request waits for its slot, and `timeout_s` bounds each call.
 Backends run on one private event loop thread, so async clients keep their connections between
 batches and the caller (Freqtrade's synchronous loop) never waits past the deadline.
+One daily budget for every process on the journal: after the local gate, each request (retries
+too) is reserved in the journal (`Journal.reserve`), and its row takes the reservation over.
+Started by `llm-oracle record` (`llm_oracle.record.link`), the oracle reports progress to it and
+watches it: once `record` is gone no request is sent, what is in flight settles, the process ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 import threading
 import time
 import traceback
@@ -35,15 +41,23 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from datetime import time as day_start
 from pathlib import Path
 from typing import Any, TypeVar
 
 from llm_oracle.backends import Backend, BackendResult, RulesBackend, build_backend, failure
-from llm_oracle.backends.gemini import api_key_from_env
+from llm_oracle.backends.gemini import GeminiBackend, api_key_from_env
 from llm_oracle.config import FallbackPolicy, LimitsConfig, OracleConfig
-from llm_oracle.journal import Journal, JournalError, JournalProblem, Lookup
-from llm_oracle.limits import CircuitBreaker, DailyBudget, Spend, SpendGuard, acquire_before
+from llm_oracle.journal import Caps, Journal, JournalError, JournalProblem, Lookup, Reserved
+from llm_oracle.limits import (
+    CircuitBreaker,
+    DailyBudget,
+    Refusal,
+    Spend,
+    SpendGuard,
+    acquire_before,
+)
 from llm_oracle.models import (
     DecisionSource,
     ErrorKind,
@@ -53,6 +67,8 @@ from llm_oracle.models import (
     Purpose,
 )
 from llm_oracle.progress import Progress, ProgressCallback, TqdmProgress, progress_wanted
+from llm_oracle.prompt import render
+from llm_oracle.record.link import RecorderLink, recorder_link
 from llm_oracle.secrets import Scrubber
 
 logger = logging.getLogger(__name__)
@@ -64,6 +80,12 @@ _UNRECORDED_MAX = 10_000  # answers kept in memory while the journal cannot take
 # Live, a journal write gets at least this long even at the deadline (a commit takes ~1 ms);
 # a slower disk finishes it in the background while memory serves the answer.
 _WRITE_FLOOR_S = 0.1
+# Exit code of a recording child whose `record` is gone (as if SIGTERM had ended it).
+EXIT_RECORDER_GONE = 143
+# The journal reservation of the request this task is making (read by the retry gate).
+_RESERVATION: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "llm_oracle_reservation", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +205,7 @@ class Oracle:
         self._unrecorded: OrderedDict[str, OracleDecision] = OrderedDict()
         # Rows waiting for the journal, oldest first: queued here by the loop, drained by the
         # writer thread. A row the journal refuses stays and goes in with the next drain.
-        self._backlog: deque[tuple[JournalEntry, frozenset[str]]] = deque()
+        self._backlog: deque[tuple[JournalEntry, frozenset[str], int | None]] = deque()
         self._unrecorded_lock = threading.Lock()
         self._journal_failing: dict[str, JournalProblem] = {}  # "write"/"read" -> problem
         self._failing: ErrorKind | None = None
@@ -194,6 +216,20 @@ class Oracle:
         # Bound here, not in the backend, so the gate below is passed by at most this many.
         self._slots = asyncio.Semaphore(limits.concurrency) if limits else None
         self.guard = self._guard(limits) if limits else None
+        # Reservations in the shared journal: their own thread, never the event loop.
+        self._budget_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="llm-oracle-budget"
+        )
+        self._shared_budget = True  # False while the journal cannot take reservations
+        self._stopping = False
+        self._in_flight = 0
+        source = getattr(self.backend, "source", self.backend)
+        if limits and isinstance(source, GeminiBackend):
+            source.retry_gate = self._retry_gate
+        self._link: RecorderLink | None = recorder_link() if config.recording else None
+        if self._link is not None:
+            self._on_progress = None  # `record` draws one bar for the whole run
+            self._link.watch(self._recorder_gone)
 
     def _guard(self, limits: LimitsConfig) -> SpendGuard:
         name = self.backend.identity.name
@@ -276,6 +312,17 @@ class Oracle:
                 outcomes[key] = self._unanswerable(key, request, found.invalid_answers[key])
         self.stats.misses += len(missing)
         self.stats.review_misses += sum(r.purpose is Purpose.EXIT_REVIEW for r in missing.values())
+        if self._link is not None and missing:
+            reviews = sum(r.purpose is Purpose.EXIT_REVIEW for r in missing.values())
+            prompts = [render(r) for r in missing.values()]
+            self._link.send(
+                {
+                    "ev": "ask",
+                    "entries": len(missing) - reviews,
+                    "reviews": reviews,
+                    "chars": sum(len(p.system) + len(p.user) for p in prompts),
+                }
+            )
         if missing:
             outcomes.update(self._ask(missing, found.unreadable))
         return [outcomes[k] for k in keys]
@@ -311,7 +358,7 @@ class Oracle:
                     result = failure(ErrorKind.TIMEOUT, "oracle loop wedged")
                     outcome, entry = self._conclude(key, request, result)
                     if entry is not None:
-                        self._backlog.append((entry, frozenset()))
+                        self._backlog.append((entry, frozenset(), None))
                         self._writer.submit(self._drain)
                     done[key] = outcome
         return done
@@ -328,6 +375,17 @@ class Oracle:
             supersede = frozenset({key}) & unreadable
             done[key] = await self._ask_one(key, request, deadline, supersede)
             self._report(len(done), total)
+            if self._link is not None:
+                s = self.stats
+                self._link.send(
+                    {
+                        "ev": "done",
+                        "failed": done[key].error_kind is not None,
+                        "calls": s.requests_sent,
+                        "tokens": s.tokens,
+                        "usd": s.cost_usd,
+                    }
+                )
 
         await asyncio.gather(*(one(k, r) for k, r in missing.items()))
 
@@ -342,22 +400,120 @@ class Oracle:
             detail = f"no free concurrency slot within {self.config.timeout_s:g} s"
             result = failure(ErrorKind.TIMEOUT, detail, attempts=0)
             return await self._finish(key, request, result, deadline, supersede)
+        reservation: int | None = None
         try:
+            if self._stopping:
+                return await self._finish(key, request, _stopped(), deadline, supersede)
             refusal = self.guard.admit() if self.guard else None
+            if refusal is None and self.guard is not None:
+                refusal, reservation = await self._reserve(key, deadline)
             if refusal is not None:
                 result = failure(refusal.kind, refusal.detail, attempts=0)
                 return await self._finish(key, request, result, deadline, supersede)
             admitted = self.guard is not None
+            self._in_flight += 1
+            _RESERVATION.set(reservation)
             try:
                 result = await self._call(request, deadline)
             except BaseException:  # cancelled (wedged loop): give the reservation back
                 if self.guard:
                     self.guard.settle(Spend(), ErrorKind.TIMEOUT)
                 raise
-            return await self._finish(key, request, result, deadline, supersede, admitted)
+            finally:
+                self._in_flight -= 1
+            return await self._finish(
+                key, request, result, deadline, supersede, admitted, reservation
+            )
         finally:
             if self._slots is not None:
                 self._slots.release()
+
+    # --- one budget for every process on the journal ----------------------------------------
+    def _reserve_now(self, key: str | None, extend: int | None = None) -> Reserved | JournalError:
+        """On the budget thread: one more request against the day's caps, all processes."""
+        limits = self.backend.limits
+        assert limits is not None
+        budget = limits.budget
+        today = datetime.combine(datetime.now(UTC).date(), day_start(0), tzinfo=UTC)
+        caps = Caps(budget.daily_calls, budget.daily_tokens, budget.daily_usd)
+        try:
+            reserved = self.journal.reserve(
+                self.backend.identity.name, today, caps, key=key, extend=extend
+            )
+        except JournalError as exc:
+            return exc
+        return reserved
+
+    async def _reserve(self, key: str, deadline: float | None) -> tuple[Refusal | None, int | None]:
+        """Reserve an admitted request in the journal; a refusal when the shared caps are spent.
+
+        A journal that cannot take it leaves the local ledger in charge (announced once)."""
+        assert self.guard is not None
+        if not self._shared_budget:
+            return None, None
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._budget_pool, self._reserve_now, key)
+        try:
+            if deadline is None:
+                reserved = await future
+            else:
+                wait = max(_WRITE_FLOOR_S, deadline - loop.time())
+                reserved = await asyncio.wait_for(asyncio.shield(future), wait)
+        except TimeoutError:
+            future.add_done_callback(self._release_late)
+            self.guard.budget.settle(Spend())
+            self.guard.breaker.cancel_trial()
+            detail = "the journal took too long to reserve the request (locked?)"
+            return Refusal(ErrorKind.TIMEOUT, detail), None
+        if isinstance(reserved, JournalError):
+            self._journal_trouble("write", reserved)
+            return None, None
+        if reserved.id is None:
+            return self.guard.refuse_budget(reserved.exhausted or "caps reached"), None
+        return None, reserved.id
+
+    def _release_late(self, future: asyncio.Future[Reserved | JournalError]) -> None:
+        """A reservation that came back after its deadline: nothing was sent for it."""
+        reserved = future.result() if not future.cancelled() else None
+        if isinstance(reserved, Reserved) and reserved.id is not None:
+            self._budget_pool.submit(self._release, reserved.id, 0)
+
+    def _release(self, reservation: int, sent: int) -> None:
+        try:
+            self.journal.release(reservation, sent)
+        except JournalError as exc:
+            logger.debug("releasing reservation %d failed: %s", reservation, exc)
+
+    async def _retry_gate(self) -> str | None:
+        """Before a retry: None lets it go; a text says why not."""
+        if self._stopping:
+            return "the recording was stopped"
+        reservation = _RESERVATION.get()
+        if reservation is None:
+            return None
+        loop = asyncio.get_running_loop()
+        reserved = await loop.run_in_executor(
+            self._budget_pool, self._reserve_now, None, reservation
+        )
+        if isinstance(reserved, JournalError):
+            return None
+        return None if reserved.id is not None else f"daily budget exhausted: {reserved.exhausted}"
+
+    # --- the recorder ---------------------------------------------------------------------
+    def _recorder_gone(self) -> None:
+        """On the lifeline thread: `record` ended. No request goes out any more; what is in
+        flight gets its bounded time and is journaled; then this process ends."""
+        self._stopping = True
+        give_up = time.monotonic() + self.config.timeout_s + _WEDGE_MARGIN_S + 2.0
+        while self._in_flight and time.monotonic() < give_up:
+            time.sleep(0.05)  # a bounded wait for calls already sent, not a synchronisation
+        self.flush(timeout=5.0)
+        logging.shutdown()
+        os._exit(EXIT_RECORDER_GONE)
+
+    def stop_calls(self) -> None:
+        """Send no more requests (misses get the fallback, unrecorded)."""
+        self._stopping = True
 
     async def _call(self, request: OracleRequest, deadline: float | None) -> BackendResult:
         started = time.perf_counter()
@@ -393,6 +549,7 @@ class Oracle:
         deadline: float | None,
         supersede: frozenset[str],
         admitted: bool = False,
+        reservation: int | None = None,
     ) -> Outcome:
         """Conclude, journal (off the loop) and settle the spending gate, whatever fails."""
         kind: ErrorKind | None = ErrorKind.BACKEND_ERROR
@@ -400,7 +557,9 @@ class Oracle:
             outcome, entry = self._conclude(key, request, result)
             kind = outcome.error_kind
             if entry is not None:
-                await self._write(entry, supersede, deadline)
+                await self._write(entry, supersede, deadline, reservation)
+            elif reservation is not None:  # nothing to journal: keep what was sent, if any
+                self._budget_pool.submit(self._release, reservation, result.attempts)
             return outcome
         finally:
             if admitted and self.guard is not None:
@@ -465,12 +624,16 @@ class Oracle:
 
     # --- journal writes, off the loop ------------------------------------------------------
     async def _write(
-        self, entry: JournalEntry, supersede: frozenset[str], deadline: float | None
+        self,
+        entry: JournalEntry,
+        supersede: frozenset[str],
+        deadline: float | None,
+        reservation: int | None = None,
     ) -> None:
         if entry.decision is not None:
             self._remember(entry.key, entry.decision)  # until the journal has it
         loop = asyncio.get_running_loop()
-        self._backlog.append((entry, supersede))
+        self._backlog.append((entry, supersede, reservation))
         write = loop.run_in_executor(self._writer, self._drain)
         if deadline is None:
             await write  # recording: keep pace with the disk
@@ -487,16 +650,17 @@ class Oracle:
         """On the writer thread. Never raises: a row that cannot be written stays in the
         backlog (its answer in memory) and goes in with the next drain that succeeds."""
         while self._backlog:
-            pending, keys = self._backlog[0]
+            pending, keys, reservation = self._backlog[0]
             try:
-                new = self.journal.record_many([pending], supersede=keys)
+                held = {pending.key: reservation} if reservation is not None else None
+                new = self.journal.record_many([pending], supersede=keys, reservations=held)
             except Exception as exc:  # any failure is as bad for the disk: same treatment
                 self.stats.journal_write_failures += 1
                 if not isinstance(exc, JournalError):
                     exc = JournalError(f"{type(exc).__name__}: {exc}")
                 self._journal_trouble("write", exc)
                 while len(self._backlog) > _UNRECORDED_MAX:  # bounded, oldest first
-                    dropped, _ = self._backlog.popleft()
+                    dropped, _, _ = self._backlog.popleft()
                     logger.error("journal backlog full: row for %s dropped", dropped.key[:12])
                 return
             self._backlog.popleft()
@@ -628,6 +792,7 @@ class Oracle:
             except Exception:  # closing is best effort; the journal still closes below
                 logger.debug("backend close failed", exc_info=True)
         self._loop.stop()
+        self._budget_pool.shutdown(wait=True)
         # Queued drains are redundant (the backlog holds their rows): one last drain here, and
         # a journal that is still locked gets seconds, not the full busy timeout.
         self._writer.shutdown(wait=True, cancel_futures=True)
@@ -640,6 +805,13 @@ class Oracle:
                 len(self._backlog),
             )
         self.journal.close()
+
+
+def _stopped() -> BackendResult:
+    """A stand-in for a request that was not sent because the recording was stopped."""
+    return BackendResult(
+        decision=OracleDecision.hold("recording stopped"), attempts=0, record=False
+    )
 
 
 def _checked(result: BackendResult, request: OracleRequest) -> BackendResult:

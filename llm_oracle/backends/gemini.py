@@ -16,6 +16,10 @@
   `sanity` (side, stop range, fees). Failures keep the (scrubbed, capped) raw text, usage and
   cost: a bad answer was still paid for.
 - google-genai is imported lazily: importing `llm_oracle` must stay cheap for rules/replay users.
+- `tier: flex` sends `serviceTier: flex` (google-genai 3.4: `GenerateContentConfig.service_tier`)
+  and prices the answer at the tier's discount. Every retry first passes `retry_gate` (set by the
+  oracle: the shared daily budget, and a recorder that was told to stop), so no request goes
+  out that the budget did not reserve.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import os
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult, failure
-from llm_oracle.config import GeminiConfig, ModelPrice
+from llm_oracle.config import TIER_PRICE_FACTOR, GeminiConfig, GeminiTier, ModelPrice
 from llm_oracle.limits.rate import RateLimiter
 from llm_oracle.models import ErrorKind, OracleDecision, OracleRequest, Usage
 from llm_oracle.prompt import PROMPT_VERSION, canonical_settings, render
@@ -73,8 +78,9 @@ def api_key_from_env(env: Any = None) -> str | None:
     return next((env[name] for name in API_KEY_ENV if env.get(name)), None)
 
 
-def cost_usd(usage: Usage, price: ModelPrice) -> float:
-    """USD for one response: fresh and cached prompt tokens, output + thinking as output."""
+def cost_usd(usage: Usage, price: ModelPrice, factor: float = 1.0) -> float:
+    """USD for one response: fresh and cached prompt tokens, output + thinking as output;
+    `factor` is the service tier's share of the standard price."""
     cached = min(usage.cached_tokens, usage.prompt_tokens)
     cached_price = price.input if price.cached_input is None else price.cached_input
     total = (
@@ -82,7 +88,7 @@ def cost_usd(usage: Usage, price: ModelPrice) -> float:
         + cached * cached_price
         + (usage.output_tokens + usage.thinking_tokens) * price.output
     )
-    return total / 1_000_000
+    return total * factor / 1_000_000
 
 
 def retry_delay_s(details: Any) -> float | None:
@@ -164,6 +170,9 @@ class GeminiBackend(Backend):
         self._client: genai.Client | None = None
         self.scrubber = Scrubber(api_key_from_env)
         self._no_key_logged = False
+        # Asked before every retry: None lets it go, a text says why not (set by the oracle).
+        self.retry_gate: Callable[[], Awaitable[str | None]] | None = None
+        self.price_factor = TIER_PRICE_FACTOR[config.tier]
 
     # --- client, lazily ----------------------------------------------------------------------
     def _client_or_none(self) -> genai.Client | None:
@@ -223,6 +232,9 @@ class GeminiBackend(Backend):
             thinking_config=thinking,
             candidate_count=1,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            service_tier=(
+                None if cfg.tier is GeminiTier.STANDARD else types.ServiceTier(cfg.tier.value)
+            ),
         )
 
     def scrub(self, text: str) -> str:
@@ -309,6 +321,9 @@ class GeminiBackend(Backend):
                 return last.model_copy(update={"error_detail": self.scrub(detail)[:_DETAIL_MAX]})
             logger.debug("gemini: %s, retry in %.2f s", last.error_kind, wait)
             await asyncio.sleep(wait)
+            if self.retry_gate is not None and (refused := await self.retry_gate()) is not None:
+                detail = f"{last.error_detail}; no retry: {refused}"
+                return last.model_copy(update={"error_detail": self.scrub(detail)[:_DETAIL_MAX]})
         assert last is not None
         return last
 
@@ -341,7 +356,7 @@ class GeminiBackend(Backend):
         served = response.model_version
         common: dict[str, Any] = {
             "usage": usage,
-            "cost_usd": cost_usd(usage, self.config.price),
+            "cost_usd": cost_usd(usage, self.config.price, self.price_factor),
             "latency_ms": latency_ms,
             "model_version": self.scrub(str(served))[:200] if served else None,
             "attempts": attempts,

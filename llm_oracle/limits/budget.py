@@ -4,6 +4,9 @@ The journal rows are the ledger: at start and at each new UTC day the spend so f
 from them (`load`), and every answer adds to it as it is recorded. Requests still in flight are
 reserved, so the request cap holds exactly; tokens and USD are only known afterwards, so those
 caps may be overshot by what the calls in flight cost.
+
+This is one process's view. Across processes the journal decides (`Journal.reserve`, checked in
+the oracle after this one); this ledger is what still holds while the journal cannot be written.
 """
 
 from __future__ import annotations

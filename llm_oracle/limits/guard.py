@@ -1,7 +1,9 @@
 """The oracle's spending gate: circuit breaker and daily budget in front of a paid backend.
 
 `admit` runs before a request may be sent (after it got its concurrency slot, so at most
-`concurrency` calls are ever admitted but unsettled); `settle` books the answer. Switching into or
+`concurrency` calls are ever admitted but unsettled); the oracle then reserves the request in the
+journal, where the daily caps hold across processes, and `refuse_budget` takes back an admission
+the journal refused; `settle` books the answer. Switching into or
 out of a refusal is announced once through `announce` (log line + oracle event), never per
 request.
 """
@@ -85,6 +87,21 @@ class SpendGuard:
             )
         self.budget.reserve()
         return None
+
+    def refuse_budget(self, spent: str) -> Refusal:
+        """An admitted call that the shared budget (every process on the journal) refused:
+        give its local reservation back, announce the switch once."""
+        self.budget.settle(Spend())
+        self.breaker.cancel_trial()
+        if self._budget_spent is None:
+            self._budget_spent = spent
+            self._announce(
+                logging.WARNING,
+                f"oracle {self.name}: daily budget exhausted ({spent}, every process on the "
+                f"journal counted); answering with fallback '{self.fallback}' without calling "
+                "until 00:00 UTC",
+            )
+        return Refusal(ErrorKind.BUDGET_EXHAUSTED, f"daily budget exhausted: {spent}")
 
     def settle(self, spend: Spend, error: ErrorKind | None) -> None:
         """Book an admitted call's cost and result (after its journal row is committed)."""

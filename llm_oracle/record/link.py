@@ -1,0 +1,101 @@
+"""The child's side of `llm-oracle record`, used by the oracle inside freqtrade.
+
+`record` starts freqtrade with two inherited pipe ends, named in the environment:
+- LLM_ORACLE_RECORD_FD: a pipe `record` reads, one JSON line per event (questions asked,
+  decisions settled with the running calls/tokens/USD), for one progress bar over the whole run;
+- LLM_ORACLE_LIFELINE_FD: the read end of a pipe whose only write end `record` holds. It reads
+  EOF the moment `record` exits, however it ends (kill -9 included): the oracle then sends no
+  more requests, settles what is in flight and ends the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_FD_ENV = "LLM_ORACLE_RECORD_FD"
+LIFELINE_FD_ENV = "LLM_ORACLE_LIFELINE_FD"
+
+
+def _fd(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.fstat(fd)
+    except OSError:  # not inherited (e.g. a grandchild that closed it): no link
+        return None
+    return fd
+
+
+class RecorderLink:
+    def __init__(self, progress_fd: int | None, lifeline_fd: int | None) -> None:
+        self._progress_fd = progress_fd
+        self._lifeline_fd = lifeline_fd
+        self._lock = threading.Lock()
+        self._watchers: list[Callable[[], None]] = []
+        self._watching = False
+        self.lost = threading.Event()
+
+    def send(self, event: dict[str, Any]) -> None:
+        """One event line to `record`; never raises (a gone reader is the lifeline's business)."""
+        if self._progress_fd is None:
+            return
+        data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            try:
+                os.write(self._progress_fd, data)  # < PIPE_BUF: one atomic write
+            except OSError:
+                self._progress_fd = None
+
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """Call `on_lost` (on a daemon thread) once `record` is gone."""
+        with self._lock:
+            self._watchers.append(on_lost)
+            if self._watching or self._lifeline_fd is None:
+                return
+            self._watching = True
+        threading.Thread(target=self._watch, name="llm-oracle-lifeline", daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self._lifeline_fd is not None
+        while True:
+            try:
+                chunk = os.read(self._lifeline_fd, 64)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if not chunk:  # EOF: the only writer, `record`, is gone
+                break
+        self.lost.set()
+        logger.warning("llm-oracle record is gone: no more requests are sent; stopping")
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # one failing watcher must not keep the others from running
+                logger.exception("recorder lifeline callback failed")
+
+
+_LINK: RecorderLink | None = None
+_LINK_LOCK = threading.Lock()
+
+
+def recorder_link(env: Mapping[str, str] | None = None) -> RecorderLink | None:
+    """This process's link to `record`, or None when `record` did not start it."""
+    global _LINK
+    env = os.environ if env is None else env
+    with _LINK_LOCK:
+        if _LINK is None:
+            progress, lifeline = _fd(env, PROGRESS_FD_ENV), _fd(env, LIFELINE_FD_ENV)
+            if progress is None and lifeline is None:
+                return None
+            _LINK = RecorderLink(progress, lifeline)
+        return _LINK
