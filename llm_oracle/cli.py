@@ -1,52 +1,34 @@
 """`llm-oracle` command line: record decisions over history, inspect the journal, check a config.
 
 Configs are merged like Freqtrade's: repeated `--config` files, later ones deep-merged over earlier.
-
-`record` runs `freqtrade backtesting` as a subprocess (this package never imports Freqtrade) with
-an extra overlay that turns the oracle into a recorder: replay from the journal, call the source
-backend on a miss, progress bar on stderr. The journal commits every answer as it arrives, so an
-interrupted recording (Ctrl-C, kill -9) re-run with the same arguments asks only what is missing.
+A thin dispatcher: `record` lives in `llm_oracle.record` (see `record.command`). A new command is
+one `add_<name>_command(sub, common)` call in `build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from llm_oracle import risk
 from llm_oracle.backends import build_backend
-from llm_oracle.backends.gemini import API_KEY_ENV, api_key_from_env
-from llm_oracle.config import BackendName, OracleConfig, OracleConfigError, load_config
-from llm_oracle.journal import Journal, JournalError, check_journal
+from llm_oracle.config import OracleConfig, OracleConfigError, load_config
+from llm_oracle.journal import Journal, JournalError, ReservationState, check_journal
 from llm_oracle.models import CONTENT_ERROR_KINDS
+from llm_oracle.record.command import add_record_command, record_overlay
+from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
 
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_freqtrade_config(paths: list[Path]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for path in paths:
-        try:
-            merged = deep_merge(merged, json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"llm-oracle: cannot read config {path}: {exc}") from None
-    return merged
+__all__ = [
+    "build_parser",
+    "deep_merge",
+    "freqtrade_executable",
+    "load_freqtrade_config",
+    "main",
+    "record_overlay",
+]
 
 
 def _oracle_config(
@@ -89,6 +71,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         rows = journal.query(_STATS_SQL)
         served = journal.query(_SERVED_SQL)
         unanswerable = journal.query(_UNANSWERABLE_SQL, (*CONTENT_ERROR_KINDS,))
+        reserved = journal.reservations()
     answers = sum(1 for r in rows if r[3] is None)
     print(f"journal {path}: {len(rows)} rows, {answers} answers, {len(rows) - answers} failed")
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
@@ -134,6 +117,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"unanswerable questions (>= {limit} unusable answers, none usable): {stuck}; "
         f"questions with unusable answers: {len(unanswerable)}"
     )
+    _print_requests(rows, reserved)
     print("cache hits are not journaled: see the 'oracle: ...' line a backtest prints")
     return 0
 
@@ -148,101 +132,25 @@ _UNANSWERABLE_SQL = (
 ).format(",".join("?" * len(CONTENT_ERROR_KINDS)))
 
 
-def _kinds(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
-
-
-def freqtrade_executable() -> str:
-    """`freqtrade` of this interpreter's environment, else the first on PATH."""
-    beside = Path(sys.executable).with_name("freqtrade")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("freqtrade")
-    if found is None:
-        raise SystemExit("llm-oracle: no freqtrade executable next to Python or on PATH")
-    return found
-
-
-def record_overlay(config: OracleConfig) -> dict[str, Any]:
-    """The `llm_oracle` settings that turn a backtest into a recording of the source backend."""
-    source = config.replay.source if config.backend is BackendName.REPLAY else config.backend
-    return {
-        "backend": BackendName.REPLAY.value,
-        "replay": {"source": source.value, "on_miss": f"call:{source.value}"},
-        "recording": True,
-        "progress": True,
-    }
-
-
-def _journal_mark(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with Journal(path, create=False) as journal:
-        return int(journal.query("SELECT COALESCE(MAX(id), 0) FROM decisions")[0][0])  # type: ignore[arg-type]
-
-
-def _recorded_since(path: Path, mark: int) -> str:
-    if not path.exists():
-        return "nothing recorded"
-    with Journal(path, create=False) as journal:
-        rows = journal.query(
-            "SELECT error_kind, attempts, prompt_tokens + output_tokens + thinking_tokens, "
-            "cost_usd FROM decisions WHERE id > ?",
-            (mark,),
-        )
-    answers = sum(1 for r in rows if r[0] is None)
-    errors: dict[str, int] = {}
-    for row in rows:
-        if row[0] is not None:
-            errors[str(row[0])] = errors.get(str(row[0]), 0) + 1
-    return (
-        f"{answers} decisions recorded, {len(rows) - answers} failed ({_kinds(errors)}), "
-        f"{sum(int(r[1]) for r in rows)} calls, {sum(int(r[2]) for r in rows)} tokens, "
-        f"${sum(float(r[3]) for r in rows):.4f}"
+def _print_requests(
+    rows: list[tuple[Any, ...]], reserved: list[tuple[str, str, int, int, float]]
+) -> None:
+    """Every request sent, also those whose answer is not a decision row: answers that lost a
+    race to another process, and reservations of processes that ended before recording."""
+    journaled = sum(int(r[10]) for r in rows)
+    lost = [r for r in reserved if r[1] == ReservationState.UNRECORDED.value]
+    open_ = [r for r in reserved if r[1] == ReservationState.OPEN.value]
+    lost_calls, open_calls = sum(r[3] for r in lost), sum(r[3] for r in open_)
+    print(
+        f"requests sent: {journaled + lost_calls + open_calls} in total: {journaled} with their "
+        f"decision rows, {lost_calls} for answers another process had recorded first "
+        f"(${sum(r[4] for r in lost):.4f}, {sum(r[2] for r in lost)} answers), {open_calls} "
+        "reserved and never recorded (in flight now, or their process ended: may have been sent)"
     )
 
 
-def cmd_record(args: argparse.Namespace) -> int:
-    base, _ = _oracle_config(args)
-    overlay = record_overlay(base)
-    cfg, journal_path = _oracle_config(args, overlay)
-    if cfg.replay.source is BackendName.GEMINI and api_key_from_env() is None:
-        print(
-            f"llm-oracle: recording Gemini needs an API key: set {' or '.join(API_KEY_ENV)}",
-            file=sys.stderr,
-        )
-        return 2
-    mark = _journal_mark(journal_path)
-    with tempfile.TemporaryDirectory(prefix="llm-oracle-record-") as tmp:
-        overlay_path = Path(tmp) / "record-overlay.json"
-        overlay_path.write_text(json.dumps({"llm_oracle": overlay}, indent=1), encoding="utf-8")
-        command = [freqtrade_executable(), "backtesting"]
-        for path in (*args.config, overlay_path):
-            command += ["--config", str(path)]
-        command += ["--timerange", args.timerange, "--cache", "none", "--export", "none"]
-        if args.userdir:
-            # Freqtrade refuses a missing user directory; these are the parts a backtest needs.
-            for sub in ("backtest_results", "logs", "data"):
-                (Path(args.userdir) / sub).mkdir(parents=True, exist_ok=True)
-            command += ["--userdir", str(args.userdir)]
-        if args.datadir:
-            command += ["--datadir", str(args.datadir)]
-        command += list(args.freqtrade_args)
-        print(f"llm-oracle record: {' '.join(command)}", file=sys.stderr, flush=True)
-        proc = subprocess.Popen(command)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:  # the child got the same Ctrl-C; let it finish its exit
-            code = proc.wait()
-            code = code or 130
-    print(f"llm-oracle record: {_recorded_since(journal_path, mark)}; journal {journal_path}")
-    if code != 0:
-        print(
-            f"llm-oracle record: freqtrade exited with {code}; run the same command again to "
-            "continue (answers already recorded are not asked again)",
-            file=sys.stderr,
-        )
-    return code
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -279,6 +187,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", type=Path, required=True)
+    p.add_argument("--userdir", type=Path, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-oracle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,25 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_check_config,
             "validate what startup validates: llm_oracle, money_rules, the journal",
         ),
-        ("record", cmd_record, "record the source backend's decisions over a timerange"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", "-c", action="append", type=Path, required=True)
-        p.add_argument("--userdir", type=Path, default=None)
+        _common(p)
         p.set_defaults(func=func)
-        if name == "record":
-            p.add_argument("--timerange", required=True, type=_timerange, help="YYYYMMDD-YYYYMMDD")
-            p.add_argument("--datadir", type=Path, default=None)
-            p.add_argument(
-                "freqtrade_args", nargs="*", help="after --: passed to freqtrade backtesting"
-            )
+    add_record_command(sub, _common)
     return parser
-
-
-def _timerange(value: str) -> str:
-    if not re.fullmatch(r"(\d{8})?-(\d{8})?", value) or value == "-":
-        raise argparse.ArgumentTypeError(f"{value!r} is not YYYYMMDD-YYYYMMDD")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

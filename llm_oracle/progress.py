@@ -1,8 +1,10 @@
-"""Progress of long batches (recording over history): a callback, and a tqdm bar built on it.
+"""Progress of recording over history: the oracle's per-batch callback, and `record`'s one bar.
 
-The oracle reports after every settled miss. The bar goes to stderr so Freqtrade's own output
-(and the "oracle: ..." summary on stdout) stays parseable; it is off unless
-`llm_oracle.progress` is true or the environment sets LLM_ORACLE_PROGRESS=1.
+The oracle reports after every settled miss. Started by `llm-oracle record`, it sends events to
+`record` instead (`llm_oracle.record.link`), which draws one bar for the whole run
+(`RunProgress`). Bars go to stderr so Freqtrade's own output (and the "oracle: ..." summary on
+stdout) stays parseable; the in-process bar is off unless `llm_oracle.progress` is true or the
+environment sets LLM_ORACLE_PROGRESS=1.
 """
 
 from __future__ import annotations
@@ -55,3 +57,48 @@ class TqdmProgress:
         if p.done >= p.total:
             self._bar.close()
             self._bar = None
+
+
+class RunProgress:
+    """`llm-oracle record`'s one bar over the whole run, fed by the child's events.
+
+    Decisions settled / decisions the counting pass expects (the total grows if the run asks
+    more), ETA from tqdm; calls, tokens and USD of the run so far as postfix.
+    """
+
+    def __init__(self, total: int | None, file: TextIO | None = None) -> None:
+        from tqdm import tqdm
+
+        self.done = 0
+        self.failed = 0
+        self.asked = 0
+        self.calls = 0
+        self.tokens = 0
+        self.usd = 0.0
+        self._bar = tqdm(
+            total=total, desc="record", unit="dec", file=file or sys.stderr, mininterval=0.5
+        )
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("ev")
+        if kind == "ask":
+            self.asked += int(event.get("entries", 0)) + int(event.get("reviews", 0))
+            return
+        if kind != "done":
+            return
+        self.done += 1
+        self.failed += bool(event.get("failed"))
+        self.calls = int(event.get("calls", self.calls))
+        self.tokens = int(event.get("tokens", self.tokens))
+        self.usd = float(event.get("usd", self.usd))
+        bar = self._bar
+        if bar.total is not None and self.done > bar.total:
+            bar.total = self.done
+        bar.set_postfix_str(
+            f"calls {self.calls}, tokens {self.tokens}, ${self.usd:.4f}, failed {self.failed}",
+            refresh=False,
+        )
+        bar.update(self.done - bar.n)
+
+    def close(self) -> None:
+        self._bar.close()

@@ -28,10 +28,10 @@ def _config(tmp_path: Path, block: dict) -> Path:
     ],
 )
 def test_record_overlay_replays_and_calls_the_source(block: dict, source: str) -> None:
-    overlay = record_overlay(load_config(block))
+    overlay = record_overlay(block)
     assert overlay["backend"] == "replay" and overlay["replay"]["on_miss"] == f"call:{source}"
     assert overlay["replay"]["source"] == source
-    assert overlay["recording"] is True and overlay["progress"] is True
+    assert overlay["recording"] is True and overlay["progress"] is False
     load_config({**block, **overlay})  # the merged block is valid
 
 
