@@ -53,6 +53,9 @@ def add_record_command(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--timerange", required=True, type=_timerange, help="YYYYMMDD-YYYYMMDD")
     p.add_argument("--datadir", type=Path, default=None)
     p.add_argument(
+        "--pairs", nargs="+", default=None, help="only these pairs (default: the config's)"
+    )
+    p.add_argument(
         "--source",
         choices=[b.value for b in BackendName if b is not BackendName.REPLAY],
         default=None,
@@ -163,6 +166,8 @@ def _run_child(
         command += ["--userdir", str(args.userdir)]
     if args.datadir:
         command += ["--datadir", str(args.datadir)]
+    if args.pairs:
+        command += ["--pairs", *args.pairs]
     command += list(args.freqtrade_args)
     child = Child(command, config, on_event=on_event)
     with _Signals() as signals:
@@ -252,6 +257,9 @@ def recorded_since(path: Path, mark: int) -> Recorded:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if {"--config", "-c"} & set(args.freqtrade_args):
+        print("llm-oracle: give --config before '--': record merges the configs", file=sys.stderr)
+        return EXIT_USAGE
     raw = load_freqtrade_config(args.config)
     block = raw.get("llm_oracle") if isinstance(raw.get("llm_oracle"), dict) else {}
     assert isinstance(block, dict)
