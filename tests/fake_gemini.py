@@ -6,9 +6,11 @@ JSON and headers (the API key value is replaced, so a recorded request never hol
 Waiting is Event/Condition based, never sleep polling, so tests synchronise on what happened.
 
 Like the real API, `modelVersion` names the model the request asked for (set `model_version` to
-play a rerouted model). `SchemaRandom` is an independent model that follows the request's
-`responseSchema` and nothing else: any enum value, any number in range (bounds included), null
-or absent where allowed, text up to maxLength.
+play a rerouted model), and `usageMetadata.serviceTier` the tier the request asked for
+(`serviceTier`, google-genai's `GenerateContentConfig.service_tier`; standard when absent).
+`SchemaRandom` is an independent model that follows the request's `responseSchema` and nothing
+else: any enum value, any number in range (bounds included), null or absent where allowed, text
+up to maxLength.
 """
 
 from __future__ import annotations
@@ -172,6 +174,9 @@ def atr_stop(user_text: str) -> float:
     return round(min(max(2 * atr, 0.002), 0.05), 5)
 
 
+_TIER = threading.local()  # the tier the request being answered on this thread asked for
+
+
 def _answer(text: str, model: str, finish: str = "STOP") -> dict[str, Any]:
     return {
         "candidates": [
@@ -181,7 +186,7 @@ def _answer(text: str, model: str, finish: str = "STOP") -> dict[str, Any]:
                 "index": 0,
             }
         ],
-        "usageMetadata": USAGE,
+        "usageMetadata": {**USAGE, "serviceTier": getattr(_TIER, "tier", "standard")},
         "modelVersion": model,
     }
 
@@ -289,7 +294,8 @@ class FakeGemini:
                 self._send(handler, 403, _error(403, "PERMISSION_DENIED", "API key not valid."))
             else:
                 model = self.model_version or match.group(2)
-                self._respond(handler, body, self._next(), self.api_key, model)
+                tier = str(body.get("serviceTier", "standard")).lower()
+                self._respond(handler, body, self._next(), self.api_key, model, tier)
         finally:
             with self._cond:
                 self.in_flight -= 1
@@ -297,8 +303,15 @@ class FakeGemini:
                 self._cond.notify_all()
 
     def _respond(
-        self, handler: BaseHTTPRequestHandler, body: Any, how: Behaviour, key: str, model: str
+        self,
+        handler: BaseHTTPRequestHandler,
+        body: Any,
+        how: Behaviour,
+        key: str,
+        model: str,
+        tier: str = "standard",
     ) -> None:
+        _TIER.tier = tier
         if isinstance(how, Slow):
             self._release.wait(how.seconds)
             how = how.then

@@ -57,7 +57,7 @@ def add_record_command(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     )
     p.add_argument(
         "--source",
-        choices=[b.value for b in BackendName if b is not BackendName.REPLAY],
+        choices=[BackendName.RULES.value, BackendName.GEMINI.value],
         default=None,
         help="whose decisions to record (default: the config's replay source or backend)",
     )

@@ -1,0 +1,70 @@
+"""One daily budget for every process on a journal.
+
+Two recorders on the same journal and range, started together, with `daily_calls: 10`: the fake
+Gemini receives exactly 10 requests in total, and every one of them is accounted for in the
+journal (answers that lost a race to the other recorder keep their cost), as `stats` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bybit_emulator import Emulator
+from llm_oracle.journal import Journal
+from tests.fake_gemini import Slow, start_fake_gemini
+from tests.test_record_stop import KEY, gemini_overlay, record_command, record_env
+
+pytestmark = pytest.mark.integration
+
+DAILY_CALLS = 10
+
+
+def test_two_recorders_on_one_journal_share_the_daily_call_cap(
+    emulator: Emulator, sample_datadir: Path, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.sqlite"
+    with start_fake_gemini(api_key=KEY) as fake:
+        # Slow enough that both recorders are asking at the same time.
+        fake.default = Slow(0.2)
+        overlay = tmp_path / "overlay.json"
+        limits = {"budget": {"daily_calls": DAILY_CALLS, "daily_tokens": None, "daily_usd": None}}
+        overlay.write_text(json.dumps(gemini_overlay(emulator, fake, journal, **limits)))
+        procs = []
+        for name in ("a", "b"):
+            command = record_command(overlay, tmp_path / name, sample_datadir, "--no-count")
+            log = (tmp_path / f"{name}.log").open("w")
+            procs.append(
+                subprocess.Popen(
+                    command, cwd=tmp_path, env=record_env(), stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+        codes = [p.wait(timeout=300) for p in procs]
+        logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
+        assert fake.count == DAILY_CALLS, logs
+        # Both ran into the cap (its refusals are failed decisions): exit code 1 for both.
+        assert codes == [1, 1], [log[-2000:] for log in logs]
+        assert all("daily budget exhausted" in log for log in logs)
+
+        with Journal(journal, create=False) as j:
+            journaled = int(j.query("SELECT COALESCE(SUM(attempts), 0) FROM decisions")[0][0])  # type: ignore[call-overload]
+            reserved = j.reservations("gemini")
+        lost = sum(calls for _, state, _, calls, _ in reserved if state == "unrecorded")
+        assert all(state == "unrecorded" for _, state, _, _, _ in reserved)
+        assert journaled + lost == DAILY_CALLS  # every request sent is in the journal
+
+        stats = subprocess.run(
+            [sys.executable, "-m", "llm_oracle.cli", "stats", "--config", str(overlay)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stats.returncode == 0, stats.stderr
+        found = re.search(r"requests sent: (\d+) in total", stats.stdout)
+        assert found and int(found.group(1)) == DAILY_CALLS, stats.stdout
+        print(f"journaled {journaled}, lost races {lost}; {found.group(0)}")
