@@ -37,7 +37,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -245,6 +245,20 @@ class Reserved:
     tokens: int
     usd: float
     exhausted: str | None = None
+    # Not reserved because another process is asking the same question (its reservation id),
+    # or has answered it already (`answered`): wait for that answer instead of paying again.
+    asked_by: int | None = None
+    answered: bool = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @dataclass(slots=True)
@@ -492,16 +506,33 @@ class Journal:
         *,
         key: str | None = None,
         extend: int | None = None,
+        stale_s: float = 60.0,
+        dedupe: bool = True,
     ) -> Reserved:
         """Reserve one request against the day's caps, for every process on this journal.
 
         The day's spend (rows since `since` plus every reservation, open or unrecorded) and the
         reservation are read and written in one BEGIN IMMEDIATE transaction, so two processes
         cannot both take the last request. `extend`: add the request to that reservation (a
-        retry) instead of opening a new one.
+        retry) instead of opening a new one. With `key`, a question another live process is
+        asking (an open reservation younger than `stale_s`) or has answered is not reserved.
         """
         stamp = since.astimezone(UTC).isoformat()
         with self._failures("reserving"), self._transaction() as conn:
+            if key is not None and extend is None and dedupe:
+                answered = conn.execute(
+                    "SELECT 1 FROM decisions WHERE key = ? AND error_kind IS NULL", (key,)
+                ).fetchone()
+                if answered is not None:
+                    return Reserved(None, 0, 0, 0.0, answered=True)
+                cutoff = (datetime.now(UTC) - timedelta(seconds=stale_s)).isoformat()
+                for other, pid in conn.execute(
+                    "SELECT id, pid FROM reservations WHERE key = ? AND state = ? "
+                    "AND created_at >= ? AND pid != ?",
+                    (key, ReservationState.OPEN.value, cutoff, os.getpid()),
+                ).fetchall():
+                    if _alive(int(pid)):
+                        return Reserved(None, 0, 0, 0.0, asked_by=int(other))
             calls, tokens, usd = self._spent(conn, backend, stamp)
             exhausted = None
             if caps.calls is not None and calls >= caps.calls:
@@ -528,6 +559,16 @@ class Journal:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
             else:
                 conn.execute("UPDATE reservations SET calls = ? WHERE id = ?", (sent, reservation))
+
+    def reservation_open(self, reservation: int, stale_s: float = 60.0) -> bool:
+        """Is that reservation still waiting for its answer (younger than `stale_s`, its
+        process alive)?"""
+        cutoff = (datetime.now(UTC) - timedelta(seconds=stale_s)).isoformat()
+        rows = self.query(
+            "SELECT pid FROM reservations WHERE id = ? AND state = ? AND created_at >= ?",
+            (reservation, ReservationState.OPEN.value, cutoff),
+        )
+        return bool(rows) and _alive(int(rows[0][0]))  # type: ignore[call-overload]
 
     def reservations(self, backend: str | None = None) -> list[tuple[str, str, int, int, float]]:
         """(backend, state, rows, calls, USD) of every reservation left, grouped."""

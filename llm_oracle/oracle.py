@@ -80,6 +80,8 @@ _UNRECORDED_MAX = 10_000  # answers kept in memory while the journal cannot take
 # Live, a journal write gets at least this long even at the deadline (a commit takes ~1 ms);
 # a slower disk finishes it in the background while memory serves the answer.
 _WRITE_FLOOR_S = 0.1
+# How often a question another process is asking is looked up in the journal.
+_OTHER_POLL_S = 0.1
 # Exit code of a recording child whose `record` is gone (as if SIGTERM had ended it).
 EXIT_RECORDER_GONE = 143
 # The journal reservation of the request this task is making (read by the retry gate).
@@ -117,6 +119,7 @@ class OracleStats:
     memory_hits: int = 0  # answers served from memory because the journal could not take them
     journal_write_failures: int = 0
     journal_read_failures: int = 0
+    answered_elsewhere: int = 0  # misses another process was asking: its answer, no second call
 
     def summary(self) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
@@ -130,6 +133,8 @@ class OracleStats:
             f"misses by purpose: entries {self.misses - self.review_misses}, "
             f"exit reviews {self.review_misses}"
         )
+        if self.answered_elsewhere:
+            line += f"; {self.answered_elsewhere} answered by another process on the journal"
         if self.journal_write_failures or self.journal_read_failures or self.memory_hits:
             line += (
                 f"; journal failures: {self.journal_write_failures} writes, "
@@ -223,6 +228,8 @@ class Oracle:
         self._shared_budget = True  # False while the journal cannot take reservations
         self._stopping = False
         self._in_flight = 0
+        # Past this age a reservation's call has settled or its process is gone.
+        self._stale_s = config.timeout_s + _WEDGE_MARGIN_S + 10.0
         source = getattr(self.backend, "source", self.backend)
         if limits and isinstance(source, GeminiBackend):
             source.retry_gate = self._retry_gate
@@ -404,9 +411,25 @@ class Oracle:
         try:
             if self._stopping:
                 return await self._finish(key, request, _stopped(), deadline, supersede)
-            refusal = self.guard.admit() if self.guard else None
-            if refusal is None and self.guard is not None:
-                refusal, reservation = await self._reserve(key, deadline)
+            dedupe = True
+            while True:
+                refusal = self.guard.admit() if self.guard else None
+                other: int | None = None
+                if refusal is None and self.guard is not None:
+                    refusal, reservation, other = await self._reserve(key, deadline, dedupe)
+                if other is None:
+                    break
+                # Another process asks (or answered) this question: its answer, not a second bill.
+                decision = await self._answer_of_other(key, other, deadline)
+                if decision is not None:
+                    self.stats.answered_elsewhere += 1
+                    return Outcome(key, decision, DecisionSource.JOURNAL)
+                # Its process gave up, or the stored answer does not validate: ask here.
+                dedupe = other >= 0
+                if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                    detail = "another process was still asking this question at the deadline"
+                    result = failure(ErrorKind.TIMEOUT, detail, attempts=0)
+                    return await self._finish(key, request, result, deadline, supersede)
             if refusal is not None:
                 result = failure(refusal.kind, refusal.detail, attempts=0)
                 return await self._finish(key, request, result, deadline, supersede)
@@ -429,7 +452,9 @@ class Oracle:
                 self._slots.release()
 
     # --- one budget for every process on the journal ----------------------------------------
-    def _reserve_now(self, key: str | None, extend: int | None = None) -> Reserved | JournalError:
+    def _reserve_now(
+        self, key: str | None, extend: int | None = None, dedupe: bool = True
+    ) -> Reserved | JournalError:
         """On the budget thread: one more request against the day's caps, all processes."""
         limits = self.backend.limits
         assert limits is not None
@@ -438,21 +463,29 @@ class Oracle:
         caps = Caps(budget.daily_calls, budget.daily_tokens, budget.daily_usd)
         try:
             reserved = self.journal.reserve(
-                self.backend.identity.name, today, caps, key=key, extend=extend
+                self.backend.identity.name,
+                today,
+                caps,
+                key=key,
+                extend=extend,
+                stale_s=self._stale_s,
+                dedupe=dedupe,
             )
         except JournalError as exc:
             return exc
         return reserved
 
-    async def _reserve(self, key: str, deadline: float | None) -> tuple[Refusal | None, int | None]:
-        """Reserve an admitted request in the journal; a refusal when the shared caps are spent.
-
-        A journal that cannot take it leaves the local ledger in charge (announced once)."""
+    async def _reserve(
+        self, key: str, deadline: float | None, dedupe: bool = True
+    ) -> tuple[Refusal | None, int | None, int | None]:
+        """Reserve an admitted request in the journal: (refusal when the shared caps are spent,
+        reservation id, reservation of another process asking the same question (-1: it is
+        answered already)). A journal that cannot take it leaves the local ledger in charge."""
         assert self.guard is not None
         if not self._shared_budget:
-            return None, None
+            return None, None, None
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._budget_pool, self._reserve_now, key)
+        future = loop.run_in_executor(self._budget_pool, self._reserve_now, key, None, dedupe)
         try:
             if deadline is None:
                 reserved = await future
@@ -464,13 +497,40 @@ class Oracle:
             self.guard.budget.settle(Spend())
             self.guard.breaker.cancel_trial()
             detail = "the journal took too long to reserve the request (locked?)"
-            return Refusal(ErrorKind.TIMEOUT, detail), None
+            return Refusal(ErrorKind.TIMEOUT, detail), None, None
         if isinstance(reserved, JournalError):
             self._journal_trouble("write", reserved)
-            return None, None
+            return None, None, None
+        if reserved.answered or reserved.asked_by is not None:
+            self.guard.budget.settle(Spend())  # nothing will be sent: give the admission back
+            self.guard.breaker.cancel_trial()
+            return None, None, -1 if reserved.answered else reserved.asked_by
         if reserved.id is None:
-            return self.guard.refuse_budget(reserved.exhausted or "caps reached"), None
-        return None, reserved.id
+            return self.guard.refuse_budget(reserved.exhausted or "caps reached"), None, None
+        return None, reserved.id, None
+
+    async def _answer_of_other(
+        self, key: str, other: int, deadline: float | None
+    ) -> OracleDecision | None:
+        """Wait for another process's answer to this question: the answer once it is in the
+        journal; None when that process gave up (ask it here then) or the deadline came."""
+        loop = asyncio.get_running_loop()
+
+        def look() -> tuple[OracleDecision | None, bool]:
+            found = self.journal.lookup([key]).get(key)
+            waiting = other >= 0 and self.journal.reservation_open(other, self._stale_s)
+            return found, found is None and waiting
+
+        while True:
+            try:
+                found, waiting = await loop.run_in_executor(self._budget_pool, look)
+            except JournalError:
+                return None
+            if found is not None or not waiting:
+                return found
+            if deadline is not None and loop.time() + _OTHER_POLL_S >= deadline:
+                return None
+            await asyncio.sleep(_OTHER_POLL_S)  # a wait on another process, not a sync point
 
     def _release_late(self, future: asyncio.Future[Reserved | JournalError]) -> None:
         """A reservation that came back after its deadline: nothing was sent for it."""

@@ -1,8 +1,9 @@
 """One daily budget for every process on a journal.
 
 Two recorders on the same journal and range, started together, with `daily_calls: 10`: the fake
-Gemini receives exactly 10 requests in total, and every one of them is accounted for in the
-journal (answers that lost a race to the other recorder keep their cost), as `stats` shows.
+Gemini receives exactly 10 requests in total, no question twice (a question the other recorder is
+asking waits for its answer), and every request is accounted for in the journal (an answer that
+lost a race would keep its cost: tests/test_journal_reservations.py), as `stats` shows.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def test_two_recorders_on_one_journal_share_the_daily_call_cap(
         codes = [p.wait(timeout=300) for p in procs]
         logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
         assert fake.count == DAILY_CALLS, logs
+        # Neither paid for a question the other was asking: no prompt reached the fake twice.
+        assert len({r.user_text for r in fake.requests}) == DAILY_CALLS
         # Both ran into the cap (its refusals are failed decisions): exit code 1 for both.
         assert codes == [1, 1], [log[-2000:] for log in logs]
         assert all("daily budget exhausted" in log for log in logs)
