@@ -301,6 +301,16 @@ class ExitReviewConfig(BaseModel):
     min_confidence: float = Field(default=0.6, ge=0, le=1, description="to act on an 'exit'")
 
 
+class NotifyConfig(BaseModel):
+    """Messages to Telegram / webhooks (dry-run and live only; Freqtrade's RPC delivers them)."""
+
+    model_config = _STRICT
+    decisions: bool = Field(default=True, description="one short message per oracle decision")
+    # The day's summary goes out once per UTC day, at the first loop after this time (restart-
+    # safe: the day sent is kept in the trades DB). null = no daily summary.
+    daily_summary_utc: str | None = Field(default="23:55", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
 class OracleConfig(BaseModel):
     model_config = _STRICT
     enabled: bool = Field(default=True, description="false = pre-filter only, no oracle")
@@ -315,6 +325,7 @@ class OracleConfig(BaseModel):
     rules: RulesConfig = RulesConfig()
     gemini: GeminiConfig = GeminiConfig()
     exit_review: ExitReviewConfig = ExitReviewConfig()
+    notify: NotifyConfig = NotifyConfig()
     # Set by `llm-oracle record`. Live, a batch answers within timeout_s and requests still
     # waiting for a rate-limit or concurrency slot then get the fallback; recording over history,
     # every request waits for its slot and only the call itself is bounded by timeout_s.

@@ -21,7 +21,7 @@ import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -32,7 +32,7 @@ import talib.abstract as ta
 from ccxt import TICK_SIZE
 from freqtrade.enums import RunMode
 from freqtrade.exceptions import OperationalException
-from freqtrade.persistence import Order, PairLocks, Trade
+from freqtrade.persistence import KeyValueStore, Order, PairLocks, Trade
 from freqtrade.strategy import (
     DecimalParameter,
     IntParameter,
@@ -45,7 +45,9 @@ from freqtrade.strategy import (
 
 from llm_oracle import (
     Action,
+    DecisionSource,
     Fees,
+    JournalError,
     Oracle,
     OracleConfigError,
     Outcome,
@@ -56,9 +58,12 @@ from llm_oracle import (
     exit_review_request,
     load_config,
     log_redaction,
+    notify,
     open_oracle,
     risk,
+    ui_columns,
 )
+from llm_oracle.config import NotifyConfig
 from llm_oracle.indicators import windowed_ema
 from llm_oracle.ledger import ClosedTrade, Lock, LossLedger
 from llm_oracle.trade_memory import DecisionMemory, ReviewSchedule
@@ -72,12 +77,15 @@ logger = logging.getLogger(__name__)
 STARTUP_CANDLES = 1200
 EMA200_WINDOW = 1000  # candles of EMA200's weights kept: 5 x its period, <= the startup
 _ORACLE_KEY = "oracle"  # trade custom-data key holding the entry decision
+_REVIEW_KEY = "oracle_review"  # trade custom-data key holding the latest exit review
 _LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen within a candle)
-_ORACLE_STOP = "oracle_stop_loss"
-_ORACLE_TARGET = "oracle_take_profit"
-_ORACLE_CONFIDENCE = "oracle_confidence"
+# The UTC day of the last daily summary sent, in Freqtrade's key-value store (the trades DB):
+# the bot's own state, so a restart never sends a day twice, and a new DB starts afresh.
+_SUMMARY_KEY = "llm_oracle_summary_day"
 # The hard stop (ratio on margin) may be set in config; outside these bounds it is refused.
 _HARD_STOP_BOUNDS = (-0.5, -0.005)
+
+_DEFAULT_NOTIFY = NotifyConfig()
 
 T = TypeVar("T")
 
@@ -145,13 +153,9 @@ class GeminiOracleStrategy(IStrategy):
     volume_min = DecimalParameter(0.3, 2.0, default=0.8, decimals=2, space="buy")
     min_confidence = DecimalParameter(0.4, 0.95, default=0.6, decimals=2, space="buy")
 
-    plot_config = {
-        "main_plot": {"ema21": {"color": "orange"}, "ema200": {"color": "purple"}},
-        "subplots": {
-            "MACD": {"macdhist": {"type": "bar", "color": "grey"}},
-            "Oracle": {_ORACLE_CONFIDENCE: {"color": "green", "type": "scatter"}},
-        },
-    }
+    # Candidates, confirmations, vetoes and exit-review exits as markers on the price, the open
+    # trade's oracle stop and target as lines, confidences in the Oracle panel (ui_columns).
+    plot_config = ui_columns.plot_config()
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -180,6 +184,12 @@ class GeminiOracleStrategy(IStrategy):
         self._schedule: ReviewSchedule | None = None
         self._last_loop: datetime | None = None
         self._frames: dict[str, pd.DataFrame] = {}
+        # Live: the oracle's answers by candle, painted into every new frame for FreqUI; pairs
+        # whose earlier candidates were looked up in the journal; the last daily summary's day.
+        self._marks = ui_columns.CandleMarks()
+        self._backfilled: set[str] = set()
+        self._summary_day: date | None = None
+        self._summary_read = False
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -277,6 +287,7 @@ class GeminiOracleStrategy(IStrategy):
         if self._live:
             self._prefetch_entries()
             self._announce_events()
+            self._send_daily_summary(current_time)
 
     def _start_run_if_new(self, now: datetime) -> None:
         """Forget the previous run's trades when a new backtest starts on the same instance.
@@ -337,7 +348,7 @@ class GeminiOracleStrategy(IStrategy):
         assert oracle is not None and schedule is not None
         review = oracle.config.exit_review
         closed = timeframe_to_prev_date(self.timeframe, now) - self._candle
-        due: list[tuple[Trade, Any]] = []
+        due: list[tuple[Trade, Any, pd.DataFrame]] = []
         open_ids = set()
         for trade in Trade.get_trades_proxy(is_open=True):
             open_ids.add(trade.id)
@@ -364,21 +375,51 @@ class GeminiOracleStrategy(IStrategy):
                 n_candles=oracle.config.prompt_candles,
             )
             if request is not None:
-                due.append((trade, request))
-        outcomes = self._decide(oracle, [r for _, r in due]) if due else []
-        for (trade, _), outcome in zip(due, outcomes, strict=True):
+                due.append((trade, request, df))
+        outcomes = self._decide(oracle, [r for _, r, _ in due]) if due else []
+        for (trade, _, df), outcome in zip(due, outcomes, strict=True):
             decision = outcome.decision
             exit_now = (
                 decision.action is Action.EXIT and decision.confidence >= review.min_confidence
             )
             schedule.record(trade.id, closed, "oracle_exit" if exit_now else None)
-            if exit_now and self._live and self.dp is not None:
-                self.dp.send_msg(
-                    f"llm_oracle {trade.pair}: exit review -> exit "
-                    f"(confidence {decision.confidence:.2f}): {decision.reasoning[:160]}"
-                )
+            if self._live:
+                self._show_review(trade, df, closed, outcome, exit_now)
         schedule.keep_only(open_ids)
         self.use_exit_signal = schedule.any_exit()
+
+    def _show_review(
+        self, trade: Trade, df: pd.DataFrame, candle: datetime, outcome: Outcome, exits: bool
+    ) -> None:
+        """Live: a review on the chart, on the trade (custom data) and in a message.
+
+        `df` is Freqtrade's analysed frame itself (live it is not a copy), already painted for
+        this candle: the review is painted into it now, not one candle later.
+        """
+        decision = outcome.decision
+        self._marks.review(trade.pair, candle, decision.confidence, exits)
+        self._marks.paint(trade.pair, df)
+        trade.set_custom_data(
+            _REVIEW_KEY,
+            {
+                "candle": candle.isoformat(),
+                "action": decision.action.value,
+                "confidence": decision.confidence,
+                "exit": exits,
+                "source": outcome.source.value,
+                "reasoning": decision.reasoning[:500],
+            },
+        )
+        if self.dp is not None and (exits or self._notify.decisions):
+            self.dp.send_msg(
+                notify.review_text(
+                    trade.pair,
+                    decision.action.value,
+                    decision.confidence,
+                    exits,
+                    decision.reasoning,
+                )
+            )
 
     def _frame_until(self, pair: str, candle: datetime) -> pd.DataFrame | None:
         """The analysed frame of `pair` ending with `candle`, or None if it has not got there.
@@ -459,7 +500,49 @@ class GeminiOracleStrategy(IStrategy):
         if self._oracle is None or self.dp is None:
             return
         for message in self._oracle.drain_events():
-            self.dp.send_msg(f"llm_oracle: {message}")
+            self.dp.send_msg(notify.event_text(message))
+
+    def _send_daily_summary(self, now: datetime) -> None:
+        """The day's oracle summary, once per UTC day from the configured time on.
+
+        The day sent is stored in Freqtrade's key-value store before the message leaves (at the
+        end of this loop): at most once per day even across restarts; a crash in between loses
+        that day's message rather than repeating it.
+        """
+        oracle = self._oracle
+        if oracle is None or self.dp is None:
+            return
+        at = oracle.config.notify.daily_summary_utc
+        if not self._summary_read:
+            self._summary_read = True
+            stored = KeyValueStore.get_string_value(_SUMMARY_KEY)  # type: ignore[arg-type]
+            self._summary_day = date.fromisoformat(stored) if stored else None
+            if at is not None:
+                logger.info(
+                    "llm_oracle: daily summary at %s UTC, last sent for %s",
+                    at,
+                    self._summary_day or "no day yet",
+                )
+        day = notify.summary_due(now, at, self._summary_day)
+        if day is None:
+            return
+        oracle.flush(timeout=1.0)  # this loop's answers are in the journal
+        guard = oracle.guard
+        try:
+            summary = notify.daily_summary(
+                oracle.journal,
+                day,
+                paid_backend=guard.name if guard else None,
+                budget=guard.budget.config if guard else None,
+            )
+        except JournalError as exc:
+            logger.warning("llm_oracle: daily summary not sent, journal unreadable: %s", exc)
+            return
+        KeyValueStore.store_value(_SUMMARY_KEY, day.isoformat())  # type: ignore[arg-type]
+        self._summary_day = day
+        text = summary.text()
+        logger.info(text)
+        self.dp.send_msg(text, always_send=True)
 
     def ft_bot_cleanup(self) -> None:
         """Freqtrade's shutdown hook, also called on /reload_config before a new strategy is
@@ -472,6 +555,11 @@ class GeminiOracleStrategy(IStrategy):
             if self._refusals:
                 logger.info("entries refused: %s", _refusal_text(self._refusals))
             oracle.close()
+
+    @property
+    def _notify(self) -> Any:
+        oracle = self._oracle
+        return oracle.config.notify if oracle is not None else _DEFAULT_NOTIFY
 
     @property
     def _live(self) -> bool:
@@ -558,14 +646,17 @@ class GeminiOracleStrategy(IStrategy):
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         pair = metadata["pair"]
         long_c, short_c = self._candidates(dataframe)
+        either = (long_c | short_c).to_numpy()
         dataframe["candidate"] = np.select([long_c, short_c], [1, -1], default=0)
         # Explicit dtypes: pandas gives a void dtype to columns created by an empty assignment,
         # which breaks Freqtrade's lookahead-analysis frame comparison.
         dataframe["enter_long"] = 0
         dataframe["enter_short"] = 0
         dataframe["enter_tag"] = pd.Series(None, index=dataframe.index, dtype=object)
-        for col in (_ORACLE_CONFIDENCE, _ORACLE_STOP, _ORACLE_TARGET):
+        for col in ui_columns.MARK_COLUMNS:
             dataframe[col] = np.nan
+        close = dataframe["close"].to_numpy(dtype=float)
+        dataframe[ui_columns.CANDIDATE] = np.where(either, close, np.nan)
         oracle = self._ensure_oracle()
         if not self._live:
             self._frames[pair] = dataframe  # exit reviews read it (see _frame_until)
@@ -576,8 +667,9 @@ class GeminiOracleStrategy(IStrategy):
                 self._mark_entries(dataframe, rows, side, f"prefilter_{side.value}")
             return dataframe
 
-        rows = np.flatnonzero((long_c | short_c).to_numpy())
+        rows = np.flatnonzero(either)
         if self._live:
+            self._backfill_marks(oracle, pair, dataframe, rows[rows < len(dataframe) - 1], long_c)
             # Live only the newest candle can become an order; older candidates are history.
             rows = rows[rows == len(dataframe) - 1]
         else:
@@ -585,40 +677,116 @@ class GeminiOracleStrategy(IStrategy):
             rows = rows[rows >= self.startup_candle_count]
         sides = [Side.LONG if long_c.iat[i] else Side.SHORT for i in rows]
         asked = self._entry_requests(oracle, dataframe, rows.tolist(), sides, pair)
-        if not asked:
-            return dataframe
+        if asked:
+            self._enter_on(oracle, pair, dataframe, asked)
+        if self._live:
+            self._marks.paint(pair, dataframe)
+            if self._has_trades:
+                self._paint_open_trades(pair, dataframe)
+        return dataframe
+
+    def _enter_on(
+        self, oracle: Oracle, pair: str, df: pd.DataFrame, asked: list[tuple[int, Any]]
+    ) -> None:
+        """Ask about the candidate rows, mark the confirmed ones as entries, keep every answer."""
         outcomes = self._decide(oracle, [request for _, request in asked])
         threshold = float(self.min_confidence.value)
+        n = len(asked)
+        rows = np.fromiter((row for row, _ in asked), dtype=np.int64, count=n)
+        confidence = np.empty(n)
+        confirmed = np.zeros(n, dtype=bool)
+        stop = np.full(n, np.nan)
+        target = np.full(n, np.nan)
         enter_rows: dict[str, list[int]] = {"long": [], "short": []}
-        confirmed: list[tuple[int, Any]] = []
-        conf = dataframe[_ORACLE_CONFIDENCE].to_numpy(copy=True)
-        stop = dataframe[_ORACLE_STOP].to_numpy(copy=True)
-        target = dataframe[_ORACLE_TARGET].to_numpy(copy=True)
-        for (row, request), outcome in zip(asked, outcomes, strict=True):
+        kept: list[tuple[int, Any]] = []
+        for i, ((row, request), outcome) in enumerate(zip(asked, outcomes, strict=True)):
             decision = outcome.decision
-            conf[row] = decision.confidence
-            agrees = decision.action is Action(request.candidate.value)  # type: ignore[union-attr]
-            if agrees and decision.confidence >= threshold and decision.stop_loss is not None:
+            confidence[i] = decision.confidence
+            if _confirms(request, decision, threshold):
+                confirmed[i] = True
+                stop[i] = decision.stop_loss
+                target[i] = decision.take_profit or np.nan
                 enter_rows[decision.action.value].append(row)
-                confirmed.append((row, decision))
-                stop[row] = decision.stop_loss
-                target[row] = decision.take_profit if decision.take_profit else np.nan
-        dataframe[_ORACLE_CONFIDENCE] = conf
-        dataframe[_ORACLE_STOP] = stop
-        dataframe[_ORACLE_TARGET] = target
-        self._remember(pair, dataframe, [r for r, _ in confirmed], [d for _, d in confirmed])
-        if self._live and self.dp is not None:
-            for (_, request), outcome in zip(asked, outcomes, strict=True):
-                d = outcome.decision
+                kept.append((row, decision))
+        self._remember(pair, df, [r for r, _ in kept], [d for _, d in kept])
+        self._mark_entries(df, enter_rows["long"], Side.LONG, "oracle_long")
+        self._mark_entries(df, enter_rows["short"], Side.SHORT, "oracle_short")
+        if not self._live:
+            ui_columns.mark_decisions(df, rows, confidence, confirmed, stop, target)
+            return
+        # Live: kept by candle (painted into every later frame too) and announced.
+        dates = df["date"]
+        for i, ((row, request), outcome) in enumerate(zip(asked, outcomes, strict=True)):
+            decision = outcome.decision
+            self._marks.entry(
+                pair,
+                dates.iat[row].to_pydatetime(),
+                decision.confidence,
+                bool(confirmed[i]),
+                decision.stop_loss,
+                decision.take_profit,
+            )
+            if self.dp is not None and self._notify.decisions:
                 self.dp.send_msg(
-                    f"llm_oracle {pair}: {request.candidate.value} candidate -> {d.action.value} "  # type: ignore[union-attr]
-                    f"(confidence {d.confidence:.2f}, {outcome.source.value}"
-                    f"{', ' + outcome.error_kind.value if outcome.error_kind else ''}): "
-                    f"{d.reasoning[:160]}"
+                    notify.entry_text(
+                        pair,
+                        request.candidate.value,
+                        decision.action.value,
+                        decision.confidence,
+                        _source_name(oracle, outcome),
+                        outcome.error_kind.value if outcome.error_kind else None,
+                        bool(confirmed[i]),
+                        decision.reasoning,
+                    )
                 )
-        self._mark_entries(dataframe, enter_rows["long"], Side.LONG, "oracle_long")
-        self._mark_entries(dataframe, enter_rows["short"], Side.SHORT, "oracle_short")
-        return dataframe
+
+    def _backfill_marks(
+        self, oracle: Oracle, pair: str, df: pd.DataFrame, rows: np.ndarray, long_c: pd.Series
+    ) -> None:
+        """Live, once per pair: the journal's answers for the frame's earlier candidates.
+
+        A restarted bot's chart then shows what was decided before the restart (and what a
+        recording or another run asked about the same candles). Journal reads only: no call.
+        """
+        if pair in self._backfilled:
+            return
+        self._backfilled.add(pair)
+        sides = [Side.LONG if long_c.iat[i] else Side.SHORT for i in rows]
+        asked = self._entry_requests(oracle, df, rows.tolist(), sides, pair)
+        if not asked:
+            return
+        keys = [oracle.key_for(request) for _, request in asked]
+        try:
+            found = oracle.journal.lookup(keys)
+        except JournalError as exc:
+            logger.warning("%s: earlier decisions not shown, journal unreadable: %s", pair, exc)
+            return
+        threshold = float(self.min_confidence.value)
+        dates = df["date"]
+        for (row, request), key in zip(asked, keys, strict=True):
+            decision = found.get(key)
+            if decision is not None:
+                self._marks.entry(
+                    pair,
+                    dates.iat[row].to_pydatetime(),
+                    decision.confidence,
+                    _confirms(request, decision, threshold),
+                    decision.stop_loss,
+                    decision.take_profit,
+                )
+
+    def _paint_open_trades(self, pair: str, df: pd.DataFrame) -> None:
+        """The open trade's stop and oracle target as price lines from its entry candle on."""
+        for trade in Trade.get_trades_proxy(pair=pair, is_open=True):
+            info = self._risk_of(trade)
+            if info is None or not trade.open_rate:
+                continue
+            target = None
+            if info.take_profit:
+                sign = -1.0 if trade.is_short else 1.0
+                target = trade.open_rate * (1.0 + sign * info.take_profit)
+            entry_candle = timeframe_to_prev_date(self.timeframe, trade.open_date_utc)
+            ui_columns.paint_trade(df, entry_candle, info.stop or None, target)
 
     @staticmethod
     def _mark_entries(df: pd.DataFrame, rows: Any, side: Side, tag: str) -> None:
@@ -835,10 +1003,7 @@ class GeminiOracleStrategy(IStrategy):
         for lock in self._ledger.record_exit(exit_, equity):
             _lock_all(lock)
             if self._live and self.dp is not None:
-                self.dp.send_msg(
-                    f"llm_oracle: entries locked until {lock.until:%Y-%m-%d %H:%M} "
-                    f"UTC ({lock.reason})"
-                )
+                self.dp.send_msg(notify.lock_text(lock.until, lock.reason))
 
     # --- exits ---------------------------------------------------------------------------------
     def custom_exit(
@@ -1009,6 +1174,19 @@ def _credentials(config: dict[str, Any]) -> list[str | None]:
         *(str(t) for t in tokens if t),
         telegram.get("token"),
     ]
+
+
+def _source_name(oracle: Oracle, outcome: Outcome) -> str:
+    """Who answered, for messages: the backend's name for a fresh call (e.g. gemini)."""
+    if outcome.source is DecisionSource.BACKEND:
+        return oracle.backend.identity.name
+    return outcome.source.value
+
+
+def _confirms(request: Any, decision: Any, threshold: float) -> bool:
+    """An entry: the oracle takes the candidate's side, confidently enough, with a stop."""
+    agrees = decision.action is Action(request.candidate.value)
+    return agrees and decision.confidence >= threshold and decision.stop_loss is not None
 
 
 def _side_of(trade: Trade) -> Side:

@@ -230,6 +230,7 @@ class LiveBot:
         self.emulator_log = workdir / "emulator.jsonl"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.extra_env: dict[str, str] = {}  # e.g. GEMINI_API_KEY for a fake Gemini
 
     # ---- process ---------------------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class LiveBot:
         env = loopback_env(
             FREQTRADE__EXCHANGE__KEY=self.account.key,
             FREQTRADE__EXCHANGE__SECRET=self.account.secret,
+            **self.extra_env,
         )
         env.pop("PYTEST_VERSION", None)
         with self.console_path.open("ab") as log:
@@ -453,6 +455,7 @@ def live_bot(
     candidate: Candidate | None = None,
     data_dir: Path = DATA_DIR,
     pairs: list[str] | None = None,
+    env: dict[str, str] | None = None,
     **overlay_extra: Any,
 ) -> Iterator[LiveBot]:
     """An emulator (wall-clock feed at the candidate, one account, test control on) and a live
@@ -478,6 +481,7 @@ def live_bot(
         if pairs is not None:
             overlay["exchange"]["pair_whitelist"] = pairs
         bot = LiveBot(workdir, emulator, account, overlay, candidate=chosen, clock=clock)
+        bot.extra_env = dict(env or {})
         try:
             if start:
                 bot.start()
