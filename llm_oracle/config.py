@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -30,6 +31,9 @@ class BackendName(StrEnum):
     RULES = "rules"
     REPLAY = "replay"
     GEMINI = "gemini"
+    # Evaluation only (`llm-oracle report`): entries answered from a decision table built from
+    # the replay source's recorded decisions (placebo, inverted, ...); never calls a provider.
+    VARIANT = "variant"
 
 
 class FallbackPolicy(StrEnum):
@@ -58,7 +62,7 @@ class ReplayConfig(BaseModel):
 
     @model_validator(mode="after")
     def _replayable(self) -> Self:
-        if self.source is BackendName.REPLAY:
+        if self.source in (BackendName.REPLAY, BackendName.VARIANT):
             raise ValueError("replay.source must be a backend that makes decisions, not 'replay'")
         if self.call_backend is not None and self.call_backend != self.source.value:
             # Anything else would record rows under a key that replay never looks up.
@@ -311,6 +315,61 @@ class NotifyConfig(BaseModel):
     daily_summary_utc: str | None = Field(default="23:55", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+class VariantConfig(BaseModel):
+    """The `variant` backend (written by `llm-oracle report`, not meant to be set by hand)."""
+
+    model_config = _STRICT
+    table: Path | None = Field(default=None, description="decision table JSON")
+    # Exit reviews the source never answered for this variant's trades: `rules` is local and
+    # free; `hold` keeps the trade (a report never pays for a new question).
+    review_miss: FallbackPolicy = FallbackPolicy.HOLD
+
+
+class KnowledgeCutoff(BaseModel):
+    """The last month a model's training data covers, and where that was published."""
+
+    model_config = _STRICT
+    # Not strict: after the merge with the shipped table (python mode) a date is a string.
+    cutoff: date = Field(strict=False)
+    source: str = Field(min_length=1)
+
+
+# Published training-data cutoffs. Google's model pages list "Knowledge cutoff: January 2025"
+# for the current Flash models (checked 2026-11, ai.google.dev/gemini-api/docs/models); the last
+# day of that month is used, so a range touching it counts as possibly remembered.
+_GEMINI_CUTOFF_SOURCE = "ai.google.dev/gemini-api/docs/models (model pages, checked 2026-11)"
+DEFAULT_CUTOFFS: dict[str, KnowledgeCutoff] = {
+    model: KnowledgeCutoff(cutoff=date(2025, 1, 31), source=_GEMINI_CUTOFF_SOURCE)
+    for model in DEFAULT_PRICES
+}
+
+
+class ReportConfig(BaseModel):
+    """`llm-oracle report`: how hard it looks (seeds, bootstrap) and what models may remember."""
+
+    model_config = _STRICT
+    # Each placebo seed is a full backtest (~13 s on the 7-pair sample): the default keeps the
+    # sample's report near a minute on 2 cores; the ledger's placebo has thousands of seeds.
+    placebo_seeds: int = Field(default=6, ge=0, le=1000, description="placebo backtests")
+    ledger_placebo_seeds: int = Field(default=2000, ge=100, le=100_000)
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+    # The money rules have no time limit; a ledger trade still open after this many candles is
+    # valued at that candle's close (480 x 3m = one day).
+    horizon_candles: int = Field(default=480, ge=10, le=100_000)
+    knowledge_cutoffs: dict[str, KnowledgeCutoff] = Field(
+        default_factory=lambda: dict(DEFAULT_CUTOFFS)
+    )
+
+    @field_validator("knowledge_cutoffs", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        # Entries given in config add to or replace the shipped ones; they never drop them.
+        if isinstance(value, dict):
+            shipped = {k: v.model_dump(mode="json") for k, v in DEFAULT_CUTOFFS.items()}
+            return {**shipped, **value}
+        return value
+
+
 class OracleConfig(BaseModel):
     model_config = _STRICT
     enabled: bool = Field(default=True, description="false = pre-filter only, no oracle")
@@ -325,6 +384,8 @@ class OracleConfig(BaseModel):
     rules: RulesConfig = RulesConfig()
     gemini: GeminiConfig = GeminiConfig()
     exit_review: ExitReviewConfig = ExitReviewConfig()
+    variant: VariantConfig = VariantConfig()
+    report: ReportConfig = ReportConfig()
     notify: NotifyConfig = NotifyConfig()
     # Set by `llm-oracle record`. Live, a batch answers within timeout_s and requests still
     # waiting for a rate-limit or concurrency slot then get the fallback; recording over history,

@@ -12,7 +12,8 @@ from llm_oracle.backends.base import Backend, BackendIdentity, BackendResult, fa
 from llm_oracle.backends.gemini import GeminiBackend
 from llm_oracle.backends.replay import ReplayBackend
 from llm_oracle.backends.rules import RulesBackend
-from llm_oracle.config import BackendName, OracleConfig
+from llm_oracle.backends.variants import DecisionTable, VariantBackend
+from llm_oracle.config import BackendName, OracleConfig, OracleConfigError
 
 _FACTORIES: dict[BackendName, Callable[[OracleConfig], Backend]] = {
     BackendName.RULES: lambda cfg: RulesBackend(cfg.rules),
@@ -25,7 +26,18 @@ def build_backend(config: OracleConfig) -> Backend:
     if config.backend is BackendName.REPLAY:
         source = _FACTORIES[config.replay.source](config)
         return ReplayBackend(source, config.replay.on_miss, RulesBackend(config.rules))
+    if config.backend is BackendName.VARIANT:
+        return _variant(config)
     return _FACTORIES[config.backend](config)
+
+
+def _variant(config: OracleConfig) -> Backend:
+    """Evaluation only: the replay source's decisions as rearranged by `llm-oracle report`."""
+    if config.variant.table is None:
+        raise OracleConfigError("llm_oracle.variant.table: the variant backend needs a table")
+    source = _FACTORIES[config.replay.source](config)
+    table = DecisionTable.read(config.variant.table)
+    return VariantBackend(source, table, config.variant.review_miss, RulesBackend(config.rules))
 
 
 __all__ = [
