@@ -47,7 +47,7 @@ from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, JournalEntry, Orac
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process; ours take ~1 ms
@@ -96,16 +96,35 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_by_created ON reservations(created_at);
 """
-_SCHEMA = _SCHEMA.replace("{reservations}", _RESERVATIONS)
+_BATCHES = """
+CREATE TABLE batch_jobs (
+    name        TEXT    PRIMARY KEY,
+    backend     TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    created_at  TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE batch_requests (
+    job          TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    request_json TEXT    NOT NULL,
+    reservation  INTEGER,
+    PRIMARY KEY (job, key)
+);
+"""
+_SCHEMA = _SCHEMA.replace("{reservations}", _RESERVATIONS + _BATCHES)
 
 # Each step takes a journal from version N-1 to N; applied in order inside one transaction.
 # v1 rows predate retries and local refusals: each was exactly one request, hence DEFAULT 1.
 # v3 records the backend settings in the decision key (the audit trail of what was asked how).
 # v4 adds the reservations shared by every process on the file (one daily budget).
+# v5 adds Gemini batch jobs and their requests, so a batch recording resumes after a restart.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE decisions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
     3: ("ALTER TABLE decisions ADD COLUMN settings TEXT NOT NULL DEFAULT ''",),
     4: tuple(filter(str.strip, _RESERVATIONS.split(";"))),
+    5: tuple(filter(str.strip, _BATCHES.split(";"))),
 }
 
 _COLUMNS = (
@@ -569,6 +588,44 @@ class Journal:
             (reservation, ReservationState.OPEN.value, cutoff),
         )
         return bool(rows) and _alive(int(rows[0][0]))  # type: ignore[call-overload]
+
+    # --- batch jobs (Gemini Batch API), resumable --------------------------------------------
+    def add_batch_job(
+        self, name: str, backend: str, model: str, requests: list[tuple[str, str, int | None]]
+    ) -> None:
+        """A submitted job and its (key, request JSON, reservation) list, in one transaction."""
+        with self._failures("writing"), self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO batch_jobs (name, backend, model, created_at, state) "
+                "VALUES (?, ?, ?, ?, 'submitted')",
+                (name, backend, model, datetime.now(UTC).isoformat()),
+            )
+            conn.executemany(
+                "INSERT INTO batch_requests (job, key, request_json, reservation) "
+                "VALUES (?, ?, ?, ?)",
+                [(name, k, r, res) for k, r, res in requests],
+            )
+
+    def open_batch_jobs(self, backend: str, model: str) -> list[str]:
+        rows = self.query(
+            "SELECT name FROM batch_jobs WHERE backend = ? AND model = ? AND finished_at IS NULL "
+            "ORDER BY created_at",
+            (backend, model),
+        )
+        return [str(r[0]) for r in rows]
+
+    def batch_requests(self, job: str) -> list[tuple[str, str, int | None]]:
+        rows = self.query(
+            "SELECT key, request_json, reservation FROM batch_requests WHERE job = ?", (job,)
+        )
+        return [(str(k), str(r), None if res is None else int(res)) for k, r, res in rows]  # type: ignore[call-overload]
+
+    def finish_batch_job(self, name: str, state: str) -> None:
+        with self._failures("writing"), self._transaction() as conn:
+            conn.execute(
+                "UPDATE batch_jobs SET state = ?, finished_at = ? WHERE name = ?",
+                (state, datetime.now(UTC).isoformat(), name),
+            )
 
     def reservations(self, backend: str | None = None) -> list[tuple[str, str, int, int, float]]:
         """(backend, state, rows, calls, USD) of every reservation left, grouped."""

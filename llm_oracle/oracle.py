@@ -330,6 +330,9 @@ class Oracle:
                     "chars": sum(len(p.system) + len(p.user) for p in prompts),
                 }
             )
+            if self._link.questions:
+                for key, request in missing.items():
+                    self._link.send({"ev": "q", "key": key, "request": request.canonical_json()})
         if missing:
             outcomes.update(self._ask(missing, found.unreadable))
         return [outcomes[k] for k in keys]

@@ -5,7 +5,9 @@ what the next requests get (a sequence, then a default), and reads back what arr
 JSON and headers (the API key value is replaced, so a recorded request never holds it).
 Waiting is Event/Condition based, never sleep polling, so tests synchronise on what happened.
 
-Like the real API, `modelVersion` names the model the request asked for (set `model_version` to
+The Batch API too (`:batchGenerateContent`, then `GET batches/<id>` until done after
+`batch_polls` polls; each inlined request answered by the next behaviour). Like the real API,
+`modelVersion` names the model the request asked for (set `model_version` to
 play a rerouted model), and `usageMetadata.serviceTier` the tier the request asked for
 (`serviceTier`, google-genai's `GenerateContentConfig.service_tier`; standard when absent).
 `SchemaRandom` is an independent model that follows the request's `responseSchema` and nothing
@@ -29,6 +31,9 @@ from typing import Any
 
 MODEL_VERSION = "gemini-fake-001"  # a model the tests never configure: a rerouted model
 _PATH = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
+# The Batch API as google-genai 3.4 speaks it (Gemini Developer API): create, then poll.
+_BATCH_CREATE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):batchGenerateContent$")
+_BATCH_GET = re.compile(r"^/(v1beta|v1)/batches/([^/?]+)$")
 USAGE = {
     "promptTokenCount": 400,
     "cachedContentTokenCount": 100,
@@ -240,8 +245,17 @@ class FakeGemini:
     max_in_flight: int = 0
     url: str = ""
     model_version: str | None = None  # None: echo the requested model, like the real API
+    # Batch jobs: name -> (model, inlined requests, polls so far); done after `batch_polls` GETs.
+    batch_jobs: dict[str, tuple[str, list[dict[str, Any]], int]] = field(default_factory=dict)
+    batch_polls: int = 2
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _release: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def batch_requests(self) -> list[dict[str, Any]]:
+        """Every inlined request of every batch job created (each one is billed)."""
+        with self._cond:
+            return [r for _, requests, _ in self.batch_jobs.values() for r in requests]
 
     # --- test side -------------------------------------------------------------------------
     def then(self, *behaviours: Behaviour) -> FakeGemini:
@@ -288,6 +302,10 @@ class FakeGemini:
             self._cond.notify_all()
         try:
             match = _PATH.match(handler.path)
+            batch = _BATCH_CREATE.match(handler.path) or _BATCH_GET.match(handler.path)
+            if batch and key_ok:
+                self._send(handler, 200, self._batch(handler.command, batch, body))
+                return
             if not match:
                 self._send(handler, 404, _error(404, "NOT_FOUND", f"no route {handler.path}"))
             elif not key_ok:
@@ -375,6 +393,39 @@ class FakeGemini:
         else:
             assert isinstance(how, Ok)
             self._send(handler, 200, _answer(json.dumps(self._echo_decision(body, how)), model))
+
+    def _batch(self, method: str, match: re.Match[str], body: Any) -> dict[str, Any]:
+        """Create a job (POST) or report it (GET), in the Gemini API's operation format."""
+        with self._cond:
+            if method == "POST":
+                name = f"batches/fake{len(self.batch_jobs) + 1}"
+                inlined = body["batch"]["inputConfig"]["requests"]["requests"]
+                self.batch_jobs[name] = (match.group(2), list(inlined), 0)
+                return {"name": name, "metadata": {"state": "BATCH_STATE_PENDING"}}
+            name = f"batches/{match.group(2)}"
+            if name not in self.batch_jobs:
+                return {"error": {"code": 404, "message": "no such batch", "status": "NOT_FOUND"}}
+            model, inlined, polls = self.batch_jobs[name]
+            self.batch_jobs[name] = (model, inlined, polls + 1)
+            if polls + 1 < self.batch_polls:
+                return {"name": name, "metadata": {"state": "BATCH_STATE_RUNNING"}}
+        responses = []
+        for item in inlined:
+            how = self._next()
+            request = item["request"]
+            if isinstance(how, SchemaRandom):
+                schema = request["generationConfig"]["responseSchema"]
+                digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+                text = json.dumps(schema_instance(schema, random.Random(f"{how.seed}:{digest}")))
+            elif isinstance(how, Custom):
+                text = json.dumps(how.decision)
+            else:
+                text = json.dumps(
+                    self._echo_decision(request, how if isinstance(how, Ok) else None)
+                )
+            responses.append({"response": _answer(text, model), "metadata": item.get("metadata")})
+        output = {"inlinedResponses": {"inlinedResponses": responses}}
+        return {"name": name, "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": output}}
 
     @staticmethod
     def _echo_decision(body: Any, how: Ok | None = None) -> dict[str, Any]:

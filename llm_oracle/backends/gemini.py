@@ -175,6 +175,10 @@ class GeminiBackend(Backend):
         self.price_factor = TIER_PRICE_FACTOR[config.tier]
 
     # --- client, lazily ----------------------------------------------------------------------
+    def client(self) -> genai.Client | None:
+        """The configured client (None without an API key), e.g. for batch jobs."""
+        return self._client_or_none()
+
     def _client_or_none(self) -> genai.Client | None:
         if self._client is not None:
             return self._client

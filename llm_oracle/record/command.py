@@ -17,6 +17,8 @@ recording without asking an answered question again.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import signal
 import sys
 import threading
@@ -27,14 +29,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from llm_oracle.backends.gemini import API_KEY_ENV, api_key_from_env
+from llm_oracle.backends.gemini import API_KEY_ENV, GeminiBackend, api_key_from_env
 from llm_oracle.config import BackendName, GeminiTier, OracleConfig, OracleConfigError, load_config
-from llm_oracle.journal import Journal
+from llm_oracle.journal import Caps, Journal
+from llm_oracle.models import Purpose
 from llm_oracle.progress import RunProgress
+from llm_oracle.record.batch import BATCH_PRICE_FACTOR, BatchRecorder, Questions
 from llm_oracle.record.child import Child
 from llm_oracle.record.emulator import offline_emulator, offline_port
 from llm_oracle.record.estimate import Counted, estimate
 from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
+from llm_oracle.record.link import QUESTIONS_ENV
 
 EXIT_OK = 0  # every question of the range has an answer
 EXIT_FAILED = 1  # some decisions failed (errors, budget) or nothing could be recorded: run again
@@ -42,6 +47,8 @@ EXIT_USAGE = 2  # bad arguments or config, no API key
 EXIT_FREQTRADE = 4  # freqtrade itself failed; its output says why
 # Stopped by a signal: 128 + its number (130 Ctrl-C, 129 SIGHUP, 143 SIGTERM).
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+BATCH_TIER = "batch"  # the Batch API: not a service tier of a synchronous call
+MAX_BATCH_ROUNDS = 10  # each round asks what the previous round's answers newly raised
 FLEX_TIMEOUT_S = 300.0  # flex answers take minutes; the longest timeout_s the config allows
 _STOP_GRACE_S = 5.0  # beyond timeout_s: the child journals what was in flight and exits
 
@@ -63,9 +70,15 @@ def add_record_command(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     )
     p.add_argument(
         "--tier",
-        choices=[t.value for t in GeminiTier],
+        choices=[*(t.value for t in GeminiTier), BATCH_TIER],
         default=None,
-        help="Gemini service tier: flex is half price with minutes of latency",
+        help="Gemini tier: flex and batch are half price (minutes / up to 24 h of latency)",
+    )
+    p.add_argument(
+        "--batch-poll-s",
+        type=float,
+        default=30.0,
+        help="with --tier batch: seconds between looks at a running batch job",
     )
     p.add_argument(
         "--estimate",
@@ -115,7 +128,7 @@ def record_overlay(
         "recording": True,
         "progress": False,  # `record` draws the one bar
     }
-    if tier is not None:
+    if tier is not None and tier != BATCH_TIER:
         overlay["gemini"] = {"tier": tier}
         if tier == GeminiTier.FLEX.value:
             overlay["timeout_s"] = FLEX_TIMEOUT_S
@@ -156,6 +169,7 @@ def _run_child(
     grace_s: float,
     on_event: Callable[[dict[str, Any]], None],
     what: str,
+    env: dict[str, str] | None = None,
 ) -> _Run:
     command = [freqtrade_executable(), "backtesting", "--config", "-"]
     command += ["--timerange", args.timerange, "--cache", "none", "--export", "none"]
@@ -169,7 +183,7 @@ def _run_child(
     if args.pairs:
         command += ["--pairs", *args.pairs]
     command += list(args.freqtrade_args)
-    child = Child(command, config, on_event=on_event)
+    child = Child(command, config, on_event=on_event, env={**os.environ, **(env or {})})
     with _Signals() as signals:
         child.start()
         print(
@@ -288,12 +302,15 @@ def cmd_record(args: argparse.Namespace) -> int:
                 f"llm-oracle record: {stack.enter_context(offline_emulator(port))}", file=sys.stderr
             )
         total: int | None = None
-        if args.estimate or not args.no_count:
+        # A batch recording counts in each of its rounds.
+        if args.estimate or not (args.no_count or args.tier == BATCH_TIER):
             code, total = _count(args, raw, block, cfg, journal_path)
             if code is not None:
                 return code
         if args.estimate:
             return EXIT_OK
+        if args.tier == BATCH_TIER:
+            return _record_batch(args, raw, block, cfg, journal_path)
         return _record(args, raw, block, overlay, cfg, journal_path, total)
     return EXIT_OK  # unreachable; keeps type checkers content
 
@@ -313,8 +330,10 @@ def _count(
     if run.code != 0:
         print(f"llm-oracle record: freqtrade failed ({run.code}) while counting", file=sys.stderr)
         return EXIT_FREQTRADE, None
-    found = estimate(counted, cfg, journal_path)
-    print(found.line(cfg.gemini.tier if cfg.replay.source is BackendName.GEMINI else None))
+    batch = args.tier == BATCH_TIER
+    found = estimate(counted, cfg, journal_path, BATCH_PRICE_FACTOR if batch else None)
+    paid = cfg.replay.source is BackendName.GEMINI
+    print(found.line((args.tier or cfg.gemini.tier.value) if paid else None))
     sys.stdout.flush()
     return None, counted.decisions
 
@@ -357,3 +376,99 @@ def _record(
     if not bar.asked:
         print("llm-oracle record: nothing to ask: the journal answers every question already")
     return EXIT_OK
+
+
+def _record_batch(
+    args: argparse.Namespace,
+    raw: dict[str, Any],
+    block: dict[str, Any],
+    cfg: OracleConfig,
+    journal_path: Path,
+) -> int:
+    """`--tier batch`: rounds of (counting pass -> one batch job -> its answers journaled)."""
+    budget = cfg.gemini.limits.budget
+    caps = Caps(budget.daily_calls, budget.daily_tokens, budget.daily_usd)
+    backend = GeminiBackend(cfg.gemini, cfg.timeout_s)
+    mark = _journal_mark(journal_path)
+    overlay = record_overlay(block, source=args.source, counting=True)
+    with Journal(journal_path) as journal, _Signals() as signals:
+
+        def say(text: str) -> None:
+            print(f"llm-oracle record: {text}", file=sys.stderr, flush=True)
+
+        recorder = BatchRecorder(
+            backend,
+            journal,
+            caps,
+            poll_s=args.batch_poll_s,
+            stop=signals.event.is_set,
+            say=say,
+        )
+        code = asyncio.run(_batch_rounds(args, raw, block, overlay, recorder, signals, say))
+        asyncio.run(backend.aclose())
+    result = recorded_since(journal_path, mark)
+    print(f"llm-oracle record: {result.line()}; journal {journal_path}", flush=True)
+    if code is not None:
+        return code
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+async def _batch_rounds(
+    args: argparse.Namespace,
+    raw: dict[str, Any],
+    block: dict[str, Any],
+    overlay: dict[str, Any],
+    recorder: BatchRecorder,
+    signals: _Signals,
+    say: Callable[[str], None],
+) -> int | None:
+    again = "run the same command again: the job runs on at Google and is collected then"
+    for name in recorder.open_jobs():  # a restarted recording: collect, never pay twice
+        say(f"resuming batch job {name}")
+        if await recorder.collect(name) is None:
+            say(f"stopped; {again}")
+            return 128 + signals.received[0]
+    for round_no in range(1, MAX_BATCH_ROUNDS + 1):
+        questions = Questions()
+        # In the main thread (its signal handlers); the loop has nothing else to do meanwhile.
+        run = _run_child(
+            args,
+            _merged(raw, block, overlay),
+            _STOP_GRACE_S,
+            questions.add,
+            f"batch round {round_no}: counting",
+            {QUESTIONS_ENV: "1"},
+        )
+        if run.signum is not None:
+            return 128 + run.signum
+        if run.code != 0:
+            say(f"freqtrade failed ({run.code}) while counting")
+            return EXIT_FREQTRADE
+        wanted = {
+            k: r for k, r in questions.requests.items() if recorder.backend.identity.key(r) == k
+        }
+        if not wanted:
+            say(f"batch round {round_no}: nothing left to ask")
+            return None
+        # Entries first: exit reviews in this pass may belong to trades that only the rules
+        # stand-ins opened; once every entry is answered, the reviews asked are the real ones.
+        entries = {k: r for k, r in wanted.items() if r.purpose is Purpose.ENTRY}
+        questions.requests = entries or wanted
+        held, exhausted = recorder.reserve(questions)
+        if not held:
+            say(f"daily budget exhausted ({exhausted}): nothing submitted")
+            return EXIT_FAILED
+        name = await recorder.submit(questions, held)
+        found = await recorder.collect(name)
+        if found is None:
+            say(f"stopped; {again}")
+            return 128 + signals.received[0]
+        say(
+            f"batch round {round_no}: job {name} {found.state}: {found.answers} answers, "
+            f"{found.failed} failed"
+        )
+        if exhausted is not None:
+            say(f"daily budget exhausted ({exhausted}): the rest waits for the next UTC day")
+            return EXIT_FAILED
+    say(f"stopped after {MAX_BATCH_ROUNDS} rounds; run again to continue")
+    return EXIT_FAILED

@@ -52,12 +52,12 @@ class Estimate:
     usd_standard: float
     basis: str
 
-    def line(self, tier: GeminiTier | None) -> str:
+    def line(self, tier: str | None) -> str:
         c = self.counted
         price = (
             ""
-            if tier in (None, GeminiTier.STANDARD)
-            else f" (standard tier ${self.usd_standard:.4f})"
+            if tier in (None, GeminiTier.STANDARD.value)
+            else f" at the {tier} price (standard tier ${self.usd_standard:.4f})"
         )
         return (
             f"llm-oracle record --estimate: {c.decisions} decisions to ask ({c.entries} entries, "
@@ -90,12 +90,15 @@ def _measured(journal: Path, backend: str, model: str) -> tuple[int, Usage, floa
     return n, usage, float(row[5])  # type: ignore[arg-type]
 
 
-def estimate(counted: Counted, config: OracleConfig, journal: Path) -> Estimate:
+def estimate(
+    counted: Counted, config: OracleConfig, journal: Path, factor: float | None = None
+) -> Estimate:
+    """`factor`: the price's share of the standard price (default: the configured tier's)."""
     n = counted.decisions
     if config.replay.source is not BackendName.GEMINI:
         return Estimate(counted, 0, 0, 0.0, 0.0, f"{config.replay.source.value}: local, free")
     gemini = config.gemini
-    factor = TIER_PRICE_FACTOR[gemini.tier]
+    factor = TIER_PRICE_FACTOR[gemini.tier] if factor is None else factor
     measured = _measured(journal, "gemini", gemini.model)
     if measured is not None:
         answers, usage, per_decision = measured

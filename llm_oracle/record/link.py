@@ -3,6 +3,7 @@
 `record` starts freqtrade with two inherited pipe ends, named in the environment:
 - LLM_ORACLE_RECORD_FD: a pipe `record` reads, one JSON line per event (questions asked,
   decisions settled with the running calls/tokens/USD), for one progress bar over the whole run;
+  with LLM_ORACLE_RECORD_QUESTIONS=1 also each missed question (key, request), for a batch job;
 - LLM_ORACLE_LIFELINE_FD: the read end of a pipe whose only write end `record` holds. It reads
   EOF the moment `record` exits, however it ends (kill -9 included): the oracle then sends no
   more requests, settles what is in flight and ends the process.
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_FD_ENV = "LLM_ORACLE_RECORD_FD"
 LIFELINE_FD_ENV = "LLM_ORACLE_LIFELINE_FD"
+# "1": also send every missed question itself (key and request), for a batch job.
+QUESTIONS_ENV = "LLM_ORACLE_RECORD_QUESTIONS"
 
 
 def _fd(env: Mapping[str, str], name: str) -> int | None:
@@ -36,7 +39,10 @@ def _fd(env: Mapping[str, str], name: str) -> int | None:
 
 
 class RecorderLink:
-    def __init__(self, progress_fd: int | None, lifeline_fd: int | None) -> None:
+    def __init__(
+        self, progress_fd: int | None, lifeline_fd: int | None, questions: bool = False
+    ) -> None:
+        self.questions = questions
         self._progress_fd = progress_fd
         self._lifeline_fd = lifeline_fd
         self._lock = threading.Lock()
@@ -49,9 +55,10 @@ class RecorderLink:
         if self._progress_fd is None:
             return
         data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        with self._lock:
+        with self._lock:  # one writer at a time: lines never interleave
             try:
-                os.write(self._progress_fd, data)  # < PIPE_BUF: one atomic write
+                while data and self._progress_fd is not None:
+                    data = data[os.write(self._progress_fd, data) :]
             except OSError:
                 self._progress_fd = None
 
@@ -97,5 +104,5 @@ def recorder_link(env: Mapping[str, str] | None = None) -> RecorderLink | None:
             progress, lifeline = _fd(env, PROGRESS_FD_ENV), _fd(env, LIFELINE_FD_ENV)
             if progress is None and lifeline is None:
                 return None
-            _LINK = RecorderLink(progress, lifeline)
+            _LINK = RecorderLink(progress, lifeline, env.get(QUESTIONS_ENV) == "1")
         return _LINK
