@@ -38,18 +38,18 @@ def entry_text(
     entered: bool,
     reasoning: str,
 ) -> str:
-    verdict = "confirmed" if entered else "vetoed"
     via = f"{source}, {error}" if error else source
+    verdict = "entry" if entered else "no entry"
     return (
-        f"llm_oracle {pair}: {candidate} candidate {verdict} -> {action} "
-        f"({confidence:.2f}, {via}): {_clip(reasoning)}"
+        f"llm_oracle {pair}: {candidate} candidate -> {action} "
+        f"(confidence {confidence:.2f}, {via}) {verdict}: {_clip(reasoning)}"
     )
 
 
 def review_text(pair: str, action: str, confidence: float, exits: bool, reasoning: str) -> str:
     outcome = "exit now" if exits else "keep"
     return (
-        f"llm_oracle {pair}: exit review -> {action} ({confidence:.2f}, {outcome}): "
+        f"llm_oracle {pair}: exit review -> {action} (confidence {confidence:.2f}) {outcome}: "
         f"{_clip(reasoning)}"
     )
 

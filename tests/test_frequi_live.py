@@ -278,8 +278,8 @@ def check_the_running_bot(
     assert summary.endswith("errors: server_error 1")
 
     # A short message per decision: the candidate the bot asked about.
-    _, entry = hook.wait_for(f"llm_oracle {PAIR}: {candidate.side} candidate confirmed", 10)
-    assert f"-> {candidate.side} (0.80, gemini): fake: echo the pre-filter" in entry
+    _, entry = hook.wait_for(f"llm_oracle {PAIR}: {candidate.side} candidate -> ", 10)
+    assert f"-> {candidate.side} (confidence 0.80, gemini) entry: fake: echo the" in entry
 
     # The next candle closes; the trade's first exit review lands on the chart too.
     bot.release_clock()
@@ -307,6 +307,8 @@ def check_the_running_bot(
     review = [c for c in candles.values() if c["oracle_review_confidence"] is not None]
     assert review[-1]["oracle_review_confidence"] == pytest.approx(0.8)  # fake: hold at 0.8
     assert review[-1]["oracle_review_exit"] is None
+    _, message = hook.wait_for(f"llm_oracle {PAIR}: exit review -> ", 10)
+    assert message.endswith("-> hold (confidence 0.80) keep: fake: echo the pre-filter")
 
     # The open trade's stop and target: flat lines from its entry candle on, on either side.
     entry_ms = candidate_ms + 180_000

@@ -129,7 +129,12 @@ def test_messages_are_one_short_line() -> None:
         "BTC/USDT:USDT", "long", "hold", 0.55, "gemini", "timeout", False, long_reason
     )
     assert "\n" not in text and len(text) < 260
-    assert text.startswith("llm_oracle BTC/USDT:USDT: long candidate vetoed -> hold (0.55, ")
-    assert "gemini, timeout" in text
+    assert text.startswith(
+        "llm_oracle BTC/USDT:USDT: long candidate -> hold (confidence 0.55, gemini, timeout) "
+        "no entry: word word"
+    )
     review = notify.review_text("ETH/USDT:USDT", "exit", 0.9, True, "momentum gone")
-    assert review == "llm_oracle ETH/USDT:USDT: exit review -> exit (0.90, exit now): momentum gone"
+    expected = (
+        "llm_oracle ETH/USDT:USDT: exit review -> exit (confidence 0.90) exit now: momentum gone"
+    )
+    assert review == expected
