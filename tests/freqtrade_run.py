@@ -64,6 +64,10 @@ def prepare_run(workdir: Path, overlay: dict[str, Any]) -> tuple[Path, Path]:
     return userdir, overlay_path
 
 
+# Commands whose parser has no --strategy-path (they never load the strategy).
+NO_STRATEGY_COMMANDS = frozenset({"download-data", "backtesting-analysis", "show-trades"})
+
+
 def freqtrade_argv(
     command: str, overlay_path: Path, userdir: Path, datadir: Path | None, *args: str
 ) -> list[str]:
@@ -72,7 +76,9 @@ def freqtrade_argv(
     argv += ["--config", str(overlay_path), "--userdir", str(userdir)]
     if datadir is not None:
         argv += ["--datadir", str(datadir)]
-    return [*argv, "--strategy-path", str(ROOT / "strategies"), *args]
+    if command not in NO_STRATEGY_COMMANDS:
+        argv += ["--strategy-path", str(ROOT / "strategies")]
+    return [*argv, *args]
 
 
 def loopback_env(**extra: str) -> dict[str, str]:
