@@ -237,26 +237,23 @@ def main(spec_path: str, out_path: str) -> int:
     spec = RunSpec.model_validate_json(Path(spec_path).read_text(encoding="utf-8"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    _total(3 + 3 + spec.placebo_seeds + len(spec.extra))
+    _total(3 + 3 + int(spec.check_identity) + spec.placebo_seeds + len(spec.extra))
     runner = Runner(spec)
     seconds["load"] = time.perf_counter() - t0
     _step("data and indicators")
 
-    block = runner.config.get("llm_oracle") or {}
-    asked: set[str] = set()
-    oracle_run, strategy = runner.run_variant("oracle", "oracle", runner.base, asked=asked)
-    _step("oracle")
+    # Every candidate's request, key and recorded decision, asked exactly as the strategy asks
+    # (a replay that records its misses records them here); then the tables, from those only.
     t = time.perf_counter()
-    found = runner.candidates(strategy)
-    reviews = runner.reviews(strategy)
-    source = SourceIdentity.of(strategy._oracle.backend.identity)
-    min_confidence = float(strategy.min_confidence.value)
-    strategy.ft_bot_cleanup()
+    block = runner.config.get("llm_oracle") or {}
+    found = runner.candidates(runner.base)
+    reviews = runner.reviews(runner.base)
+    source = SourceIdentity.of(runner.base._oracle.backend.identity)
+    min_confidence = float(runner.base.min_confidence.value)
+    runner.base.ft_bot_cleanup()  # no thread and no open journal when the workers fork
     candidates = [c for c, _ in found]
-    # Tables first, ledger after: nothing the variants decide can see the future.
-    tables = [
-        ("identity", "identity", None, variants.identity(source, candidates, reviews)),
-    ][: 1 if spec.check_identity else 0]
+    tables = [("identity", "identity", None, variants.identity(source, candidates, reviews))]
+    tables = tables if spec.check_identity else []
     tables += [
         (
             "prefilter",
@@ -277,17 +274,22 @@ def main(spec_path: str, out_path: str) -> int:
     ]
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, k, s, t_.write(workdir / f"{n}.json")) for n, k, s, t_ in tables]
+    jobs: list[Job] = [("oracle", "oracle", None, None)]
+    jobs += [(n, k, seed, table.write(workdir / f"{n}.json")) for n, k, seed, table in tables]
     jobs += [(e.name, "extra", None, Path(e.table)) for e in spec.extra]
-    if spec.ledger:
-        candidates = runner.value(found)
-    seconds["candidates_and_ledger"] = time.perf_counter() - t
-    _step("candidates and ledger")
+    seconds["candidates"] = time.perf_counter() - t
+    _step("candidates and tables")
 
     t = time.perf_counter()
-    results = _run_jobs(runner, block, jobs, spec, workdir)
-    seconds["variants"] = time.perf_counter() - t
-    runs = [oracle_run, *results]
+    runs = _run_jobs(runner, block, jobs, spec, workdir)
+    seconds["backtests"] = time.perf_counter() - t
+    # The ledger last: it reads the candles after each candidate, when every request is asked.
+    t = time.perf_counter()
+    if spec.ledger:
+        candidates = runner.value(found)
+    seconds["ledger"] = time.perf_counter() - t
+    _step("ledger")
+    oracle_run = runs[0]
     identity = next((r for r in runs if r.kind == "identity"), None)
     output = RunnerOutput(
         start=runner.start,
@@ -302,7 +304,7 @@ def main(spec_path: str, out_path: str) -> int:
         source_model=source.model,
         pairs=list(runner.indicators),
         candidates=candidates,
-        asked_keys=sorted(asked),
+        asked_keys=oracle_run.asked,
         variants=runs,
         identity_matches_oracle=None if identity is None else identity.trades == oracle_run.trades,
         seconds=seconds,
@@ -311,18 +313,23 @@ def main(spec_path: str, out_path: str) -> int:
     return 0
 
 
-Job = tuple[str, str, int | None, Path]
+Job = tuple[str, str, int | None, Path | None]  # name, kind, seed, table
 
 
 def _run_one(runner: Runner, block: dict[str, Any], job: Job, review_miss: str) -> VariantRun:
     name, kind, seed, path = job
-    variant_block = {
-        **block,
-        "backend": "variant",
-        "progress": False,
-        "variant": {"table": str(path), "review_miss": review_miss},
-    }
-    run, strategy = runner.run_variant(name, kind, runner.strategy(variant_block), seed)
+    if path is None:  # the oracle: the configured replay, its questions observed for the bill
+        asked: set[str] = set()
+        run, strategy = runner.run_variant(name, kind, runner.strategy(block), asked=asked)
+        run = run.model_copy(update={"asked": sorted(asked)})
+    else:
+        variant_block = {
+            **block,
+            "backend": "variant",
+            "progress": False,
+            "variant": {"table": str(path), "review_miss": review_miss},
+        }
+        run, strategy = runner.run_variant(name, kind, runner.strategy(variant_block), seed)
     strategy.ft_bot_cleanup()  # closes its oracle: thread, journal
     _step(name)
     return run

@@ -76,6 +76,7 @@ class VariantRun(BaseModel):
     final_balance: float
     seconds: float
     oracle: dict[str, float] = {}  # oracle / variant counters (misses, review hits, ...)
+    asked: list[str] = []  # the oracle's run: the keys of every question it asked
 
 
 class RunnerOutput(BaseModel):
