@@ -1,4 +1,4 @@
-"""What recording costs per decision, standard vs flex tier, and how close `--estimate` comes.
+"""Recording cost per decision, standard vs flex vs batch, and how close `--estimate` comes.
 
 Runs the README's `llm-oracle record` (shipped config.json + the offline overlay; `record` starts
 the emulator) over one day of three pairs against the fake Gemini on 127.0.0.1, once per tier,
@@ -51,12 +51,14 @@ def record(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[
 def main() -> None:
     rows = []
     with start_fake_gemini(api_key=KEY) as fake, tempfile.TemporaryDirectory() as tmp:
-        for tier in ("standard", "flex"):
+        for tier in ("standard", "flex", "batch"):
             workdir = Path(tmp) / tier
             workdir.mkdir()
             estimate = _ESTIMATE.search(record(workdir, fake.url, "--estimate").stdout)
             started = time.perf_counter()
-            run = record(workdir, fake.url, "--tier", tier, "--no-count")
+            # The fake finishes a batch job on its second poll; Google takes minutes to hours.
+            extra = ["--batch-poll-s", "0.1"] if tier == "batch" else ["--no-count"]
+            run = record(workdir, fake.url, "--tier", tier, *extra)
             wall = time.perf_counter() - started
             found = _RECORDED.search(run.stdout)
             assert estimate and found, run.stdout[-2000:] + run.stderr[-2000:]
