@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=None, help="default: the config's")
     parser.add_argument("--workers", type=int, default=None, help="default: the CPU count")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the report directory here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, start_emulator(port=0) as emulator:
         root = Path(tmp)
@@ -68,6 +70,8 @@ def main() -> None:
             journal = "records the rules decisions" if run == 1 else "replays the journal"
             print(f"run {run} ({journal}): {elapsed:.1f} s wall; {phases}")
         print(proc.stdout)
+        if args.keep is not None:
+            shutil.copytree(root / "user_data/reports/sample", args.keep, dirs_exist_ok=True)
         print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()}")
 
 

@@ -148,6 +148,9 @@ def test_report_writes_md_html_json_and_reproduces_the_replay(
     assert oracle["metrics"]["trades"] > 0
     assert report["veto"]["candidates"] > 50
     assert report["pairs"] == PAIRS
+    # A fresh journal: the free rules backend recorded every candidate on the way, once.
+    assert report["misses"]["recorded_now"] >= report["veto"]["candidates"]
+    assert report["misses"]["unanswered_candidates"] == 0
     assert "verdict: " in output and "oracle (replayed)" in output  # the headline table
     assert re.search(r"report: +\d+%.*\d+/\d+", output)  # the progress bar
     md = (outdir / "report.md").read_text()

@@ -189,6 +189,8 @@ def _output(cands: list[Candidate], backend: str, model: str) -> RunnerOutput:
         timeframe="3m",
         stake_currency="USDT",
         wallet=1000.0,
+        risk_equity=1000.0,
+        recorded=0,
         fee=FEE,
         min_confidence=0.6,
         risk_per_trade=0.02,

@@ -87,6 +87,7 @@ class Report(BaseModel):
     source_model: str
     stake_currency: str
     wallet: float
+    risk_unit: float  # 1 R in the stake currency
     risk_per_trade: float
     min_confidence: float
     settings: dict[str, float | int | str]
@@ -168,7 +169,7 @@ def _memorisation(
 def build_report(name: str, out: RunnerOutput, config: OracleConfig, journal_path: Path) -> Report:
     settings = config.report
     wallet = out.wallet
-    usdt_per_r = out.risk_per_trade * wallet
+    usdt_per_r = out.risk_per_trade * out.risk_equity
     usable = [c for c in out.candidates if c.ledger is not None]
     r = np.array([c.ledger.r for c in usable], dtype=float)  # type: ignore[union-attr]
     vetoed = np.array(
@@ -247,6 +248,7 @@ def build_report(name: str, out: RunnerOutput, config: OracleConfig, journal_pat
         "exit_reviews": int(oracle_counters.get("review_misses", 0)),
         "unanswered_candidates": sum(1 for c in out.candidates if c.decision is None),
         "unanswerable": int(oracle_counters.get("unanswerable", 0)),
+        "recorded_now": out.recorded,
     }
     warnings = []
     if memo.warning:
@@ -278,6 +280,7 @@ def build_report(name: str, out: RunnerOutput, config: OracleConfig, journal_pat
         source_model=out.source_model,
         stake_currency=out.stake_currency,
         wallet=wallet,
+        risk_unit=usdt_per_r,
         risk_per_trade=out.risk_per_trade,
         min_confidence=out.min_confidence,
         settings={

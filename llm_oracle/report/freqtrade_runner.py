@@ -34,6 +34,7 @@ from freqtrade.data.converter import trim_dataframes
 from freqtrade.enums import RunMode
 from freqtrade.optimize.backtesting import Backtesting
 from freqtrade.resolvers import StrategyResolver
+from freqtrade.util import get_dry_run_wallet
 
 from llm_oracle.backends.variants import SourceIdentity
 from llm_oracle.journal import Journal
@@ -250,6 +251,7 @@ def main(spec_path: str, out_path: str) -> int:
     reviews = runner.reviews(runner.base)
     source = SourceIdentity.of(runner.base._oracle.backend.identity)
     min_confidence = float(runner.base.min_confidence.value)
+    recorded = int(runner.base._oracle.stats.recorded)
     runner.base.ft_bot_cleanup()  # no thread and no open journal when the workers fork
     candidates = [c for c, _ in found]
     tables = [("identity", "identity", None, variants.identity(source, candidates, reviews))]
@@ -296,7 +298,9 @@ def main(spec_path: str, out_path: str) -> int:
         end=runner.end,
         timeframe=str(runner.config["timeframe"]),
         stake_currency=str(runner.config["stake_currency"]),
-        wallet=float(runner.bt.starting_balance),
+        wallet=float(get_dry_run_wallet(runner.config)),
+        risk_equity=float(runner.bt.starting_balance),
+        recorded=recorded,
         fee=float(runner.bt.fee),
         min_confidence=min_confidence,
         risk_per_trade=float(runner.base.money.risk_per_trade),

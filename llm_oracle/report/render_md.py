@@ -75,7 +75,7 @@ def render_md(report: Report) -> str:
         f"{report.start:%Y-%m-%d %H:%M} .. {report.end:%Y-%m-%d %H:%M} UTC, "
         f"{report.timeframe}, {len(report.pairs)} pairs ({', '.join(report.pairs)}). Wallet "
         f"{report.wallet:.0f} {cur}, risk per trade {report.risk_per_trade * 100:g}% "
-        f"(1 R = {report.risk_per_trade * report.wallet:.2f} {cur}), the oracle acts from "
+        f"(1 R = {report.risk_unit:.2f} {cur}), the oracle acts from "
         f"confidence {report.min_confidence:g}. Created {report.created:%Y-%m-%d %H:%M} UTC.",
         "",
     ]
@@ -91,7 +91,8 @@ def render_md(report: Report) -> str:
         f"Oracle misses: {report.misses['entries']} entries and {report.misses['exit_reviews']} "
         f"exit reviews not in the journal ({report.misses['unanswered_candidates']} candidates "
         f"without a recorded decision, answered hold); {report.misses['unanswerable']} "
-        "unanswerable.",
+        f"unanswerable. Recorded by this report (a free local source): "
+        f"{report.misses['recorded_now']}.",
     ]
     if report.identity_matches_oracle is not None:
         same = "yes" if report.identity_matches_oracle else "NO"

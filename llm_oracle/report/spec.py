@@ -85,7 +85,9 @@ class RunnerOutput(BaseModel):
     end: datetime
     timeframe: str
     stake_currency: str
-    wallet: float
+    wallet: float  # the starting wallet (Freqtrade's profit % is relative to it)
+    risk_equity: float  # what the stake sizing sees at the start: 1 R = risk_per_trade x this
+    recorded: int  # decisions the source recorded during this report (free local backends)
     fee: float
     min_confidence: float
     risk_per_trade: float
