@@ -152,8 +152,25 @@ def test_hourly_and_mark_klines(client: ccxt.bybit) -> None:
     mark = pd.read_feather(DATA_DIR / "BTC_USDT_USDT-1h-mark.feather")
     served = client.fetch_ohlcv("BTC/USDT:USDT", "1h", limit=2, params={"price": "mark"})
     assert [c[4] for c in served] == mark["close"].iloc[-2:].tolist()
-    with pytest.raises(ccxt.BadRequest):
-        client.fetch_ohlcv("BTC/USDT:USDT", "5m")  # 5m cannot be built from 3m candles
+    # 5m candles are built from the 1m file (3m does not divide 5m).
+    minute = pd.read_feather(DATA_DIR / "BTC_USDT_USDT-1m-futures.feather").set_index("date")
+    five = minute.resample("5min").agg({"open": "first", "high": "max", "low": "min"})
+    served = client.fetch_ohlcv("BTC/USDT:USDT", "5m", limit=3)
+    assert len(served) == 3
+    for ts, o, h, lo, *_ in served:
+        row = five.loc[pd.Timestamp(ts, unit="ms", tz="UTC")]
+        assert (o, h, lo) == (row["open"], row["high"], row["low"])
+
+
+def test_an_interval_the_files_cannot_build_is_a_bad_request(tmp_path: Path) -> None:
+    (tmp_path / "BTC_USDT_USDT-3m-futures.feather").write_bytes(
+        (DATA_DIR / "BTC_USDT_USDT-3m-futures.feather").read_bytes()
+    )
+    with start_emulator(port=0, data_dir=tmp_path) as emu:
+        client = make_client(emu.url)
+        assert len(client.fetch_ohlcv("BTC/USDT:USDT", "15m", limit=2)) == 2
+        with pytest.raises(ccxt.BadRequest):
+            client.fetch_ohlcv("BTC/USDT:USDT", "5m")  # 5m cannot be built from 3m candles
 
 
 def test_tickers_order_book_and_funding_parse(client: ccxt.bybit) -> None:

@@ -533,7 +533,8 @@ def test_freqtrade_style_positions_and_order_lookups(emu: Emulator, ex: ccxt.byb
 
 def test_feed_prices_and_a_stop_fired_by_the_background_tick(tmp_path: Path) -> None:
     source = CandleSource.historical(DATA_DIR)
-    series = source.klines("BTC", "3", limit=1000)  # newest first
+    # The finest candles (1m) set the live price: the forming one is served whole.
+    series = source.klines("BTC", "1", limit=1000)  # newest first
     # Two moments of the sample: a price, then a later one clearly above it.
     later = series[0]
     earlier = next(c for c in series[200:] if c.close < later.close * 0.99)
