@@ -88,11 +88,12 @@ def render_md(report: Report) -> str:
         headline(report),
         "```",
         "",
-        f"Oracle misses: {report.misses['entries']} entries and {report.misses['exit_reviews']} "
-        f"exit reviews not in the journal ({report.misses['unanswered_candidates']} candidates "
-        f"without a recorded decision, answered hold); {report.misses['unanswerable']} "
-        f"unanswerable. Recorded by this report (a free local source): "
-        f"{report.misses['recorded_now']}.",
+        f"Oracle replay (miss policy `{report.settings.get('on_miss', '?')}`; a report never "
+        f"pays for a call): {report.misses['entries']} entry and "
+        f"{report.misses['exit_reviews']} exit-review misses, "
+        f"{report.misses['recorded_now']} candidate decisions recorded on the way (free local "
+        f"source only), {report.misses['unanswered_candidates']} candidates without a recorded "
+        f"decision (answered hold), {report.misses['unanswerable']} unanswerable.",
     ]
     if report.identity_matches_oracle is not None:
         same = "yes" if report.identity_matches_oracle else "NO"

@@ -129,7 +129,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="llm-oracle-report-") as tmp:
         workdir = Path(tmp)
         overlay_path = workdir / "report-overlay.json"
-        overlay = {"llm_oracle": oracle_overlay(config, source)}
+        oracle_block = oracle_overlay(config, source)
+        overlay = {"llm_oracle": oracle_block}
         overlay_path.write_text(json.dumps(overlay, indent=1), encoding="utf-8")
         ft_args: list[str] = []
         for path in (*args.config, overlay_path):
@@ -168,6 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         output = run_backtests(spec, workdir, outdir / "freqtrade.log")
     journal = config.resolved_journal_path(user_data)
     report = build_report(name, output, config, journal)
+    report.settings["on_miss"] = oracle_block["replay"]["on_miss"]
     report.seconds["total"] = time.perf_counter() - started
     write_report(report, outdir, output)
     print(headline(report))
