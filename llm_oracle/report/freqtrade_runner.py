@@ -2,18 +2,21 @@
 
     python freqtrade_runner.py SPEC.json OUT.json
 
-It builds Freqtrade's own `Backtesting` from the `freqtrade backtesting` arguments in the spec,
-loads the data and computes the indicators once, then runs every variant as a real backtest of
-the unchanged strategy in this one process (the way hyperopt runs its epochs), each with a
-fresh strategy instance whose `llm_oracle` block selects the variant:
-1. the oracle: the configured replay of the source's recorded decisions;
-2. the candidates of the range, their requests and keys, the source's decisions for them and,
-   after all of that, the veto ledger (candles after each candidate; evaluation only);
-3. identity (must equal 1.), pre-filter alone, inverted, the placebo seeds, extra tables.
-Progress goes to stdout as `@@progress done total label` lines; the result to OUT.json.
+It builds Freqtrade's own `Backtesting` from the `freqtrade backtesting` arguments in the spec
+and loads the data and computes the indicators once. Then:
+1. every candidate of the range: its request and key, built exactly as the strategy builds
+   them, and the source's recorded decision (a replay that records its misses records them);
+2. the variants' decision tables, from those decisions only;
+3. every variant as a real backtest of the unchanged strategy, each with a fresh strategy
+   instance whose `llm_oracle` block selects it (the oracle: the configured replay; identity,
+   pre-filter alone, inverted, placebo seeds, extra tables: the `variant` backend), in this
+   process and `workers - 1` forked ones, the way hyperopt runs its epochs;
+4. last, the veto ledger: the candles after each candidate (evaluation only).
+Progress goes to stdout as `@@total N` and `@@step label` lines; the result to OUT.json.
 
-It reaches into the strategy in three documented places (`_oracle`, `_entry_requests`, `money`):
-this is evaluation plumbing for this project's strategy, not a general Freqtrade tool.
+It reaches into private parts in four places (`Backtesting._set_strategy`, the strategy's
+`_oracle` and `_entry_requests`, and its `money` rules): this is evaluation plumbing for this
+project's strategy, not a general Freqtrade tool.
 """
 
 from __future__ import annotations
