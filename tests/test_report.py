@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 
 from bybit_emulator import Emulator
+from llm_oracle.backends import Backend, build_backend
+from llm_oracle.config import load_config
 from llm_oracle.journal import Journal
-from llm_oracle.models import Action, JournalEntry, OracleDecision, Purpose
+from llm_oracle.models import Action, JournalEntry, OracleDecision, OracleRequest, Purpose
 from tests.factories import ROOT
 from tests.freqtrade_run import offline_overlay
 
@@ -47,6 +49,8 @@ def _report(
     overlay_path = workdir / "overlay.json"
     overlay_path.write_text(json.dumps(overlay))
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("GEMINI_API_KEY", None)  # a report never calls: no key needed, none given
+    env.pop("GOOGLE_API_KEY", None)
     proc = subprocess.run(
         [
             sys.executable,
@@ -92,15 +96,27 @@ def _rows(journal: Path) -> list[tuple[Any, ...]]:
         )
 
 
-def _journal_with(source: Path, target: Path, decide: Any) -> None:
+def _journal_with(
+    source: Path, target: Path, decide: Any, as_backend: Backend | None = None, cost: float = 0.0
+) -> int:
     """A journal holding the source's recorded questions with answers from `decide(key, row)`
-    for entries (None = hold) and the recorded answers for exit reviews."""
+    for entries (None = hold) and the recorded answers for exit reviews; keyed as `as_backend`
+    would key them (default: as recorded), each row billed `cost` USD."""
     entries = []
     for key, purpose, backend, model, version, settings, request, decision in _rows(source):
         if purpose == Purpose.ENTRY.value:
             answer = decide(str(key), json.loads(str(request)))
         else:
             answer = OracleDecision.model_validate_json(str(decision))
+        if as_backend is not None:
+            ident = as_backend.identity
+            key = ident.key(OracleRequest.model_validate_json(str(request)))
+            backend, model, version, settings = (
+                ident.name,
+                ident.model,
+                ident.prompt_version,
+                ident.settings,
+            )
         entries.append(
             JournalEntry(
                 key=str(key),
@@ -111,12 +127,14 @@ def _journal_with(source: Path, target: Path, decide: Any) -> None:
                 settings=str(settings),
                 request_json=str(request),
                 decision=answer or OracleDecision.hold("test: veto"),
-                attempts=0,
+                cost_usd=cost,
+                attempts=1 if cost else 0,
             )
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with Journal(target) as journal:
         journal.record_many(entries)
+    return len(entries)
 
 
 def _confirm(side: str) -> OracleDecision:
@@ -212,12 +230,23 @@ def test_clairvoyant_beats_the_placebo_band_random_stays_inside(
     def random(key: str, request: dict[str, Any]) -> OracleDecision | None:
         return _confirm(request["candidate"]) if seeded.random() < 0.5 else None
 
-    results = {}
-    for name, decide, seeds in (("clairvoyant", clairvoyant, "4"), ("random", random, "0")):
-        _journal_with(_journal(workdir), _journal(tmp_path / name), decide)
-        results[name] = _report(
-            emulator, sample_datadir, tmp_path / name, "--seeds", seeds, on_miss="rules"
+    sure_journal = _journal(tmp_path / "clairvoyant")
+    _journal_with(_journal(workdir), sure_journal, clairvoyant)
+    results = {
+        "clairvoyant": _report(
+            emulator, sample_datadir, tmp_path / "clairvoyant", "--seeds", "4", on_miss="rules"
         )[0]
+    }
+    # The random oracle is a "Gemini" recording, each answer billed: the report judges it
+    # without a key and without a call, and charges the bill.
+    block = json.loads((ROOT / "config.json").read_text())["llm_oracle"]
+    gemini = build_backend(load_config({**block, "backend": "gemini"}))
+    noise_journal = _journal(tmp_path / "random")
+    rows = _journal_with(_journal(workdir), noise_journal, random, gemini, cost=0.001)
+    results["random"] = _report(
+        emulator, sample_datadir, tmp_path / "random", "--seeds", "0", "--source", "gemini"
+    )[0]
+    assert len(_rows(noise_journal)) == rows  # nothing asked, nothing recorded
 
     sure = results["clairvoyant"]
     assert sure["veto"]["vetoed"] > 20
@@ -236,3 +265,15 @@ def test_clairvoyant_beats_the_placebo_band_random_stays_inside(
     low, high = np.percentile(noise["placebo_veto_values"], [2.5, 97.5])
     assert low < noise["veto"]["r_per_100"]["value"] < high
     assert ": no;" in noise["verdict"]
+    assert noise["source_backend"] == "gemini"
+    assert noise["misses"]["unanswered_candidates"] == 0
+    bill = noise["cost"]["bill"]
+    assert bill["usd"] == pytest.approx(0.001 * bill["rows"]) and bill["decisions"] >= 54
+    assert noise["cost"]["value_added_net"] == pytest.approx(
+        noise["variants"][0]["metrics"]["profit"]
+        - next(v for v in noise["variants"] if v["name"] == "prefilter")["metrics"]["profit"]
+        - bill["usd"]
+    )
+    memo = noise["memorisation"]  # June 2025 lies after the shipped January 2025 cutoff
+    assert memo["language_model"] and memo["cutoff"] == "2025-01-31" and memo["warning"] is None
+    assert memo["before"] is None and memo["after"]["candidates"] == noise["veto"]["candidates"]
