@@ -185,6 +185,7 @@ def test_html_opens_offline_with_the_plots(
     assert not re.search(r"<script[^>]+src=", page, re.I)
     assert not re.search(r"<link[^>]+href=[\"']?(https?:)?//", page, re.I)
     assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inline
+    assert re.findall(r'<div id="(plot-\d)"', page) == [f"plot-{i}" for i in range(4)]
     for title in ("Equity of each variant", "placebo band", "Calibration:"):
         assert title in page
 

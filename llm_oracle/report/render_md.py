@@ -51,14 +51,16 @@ def _groups(title: str, rows: list[GroupRow]) -> list[str]:
         f"### {title}",
         "",
         "| group | candidates | vetoed | vetoed that would have lost "
-        "| veto value, R per 100 (95% CI) | placebo p95 |",
-        "|---|---:|---:|---:|---|---:|",
+        "| veto value, R per 100 (95% CI) | placebo p95 | confirmed: confidence / win rate |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         v = row.veto
         out.append(
             f"| {row.group} | {v.candidates} | {v.vetoed} | {_pct(v.vetoed_losers_share)} | "
-            f"{_ci(v)} | {row.placebo_p95:+.2f} |"
+            f"{_ci(v)} | {row.placebo_p95:+.2f} | "
+            + ("-" if row.mean_confidence is None else f"{row.mean_confidence:.2f}")
+            + f" / {_pct(row.confirmed_win_rate)} |"
         )
     return [*out, ""]
 

@@ -195,6 +195,9 @@ class GroupRow(BaseModel):
     group: str
     veto: VetoValue
     placebo_p95: float
+    # Calibration within the group: the confirmations' stated confidence and realised win rate.
+    mean_confidence: float | None
+    confirmed_win_rate: float | None
 
 
 def week_of(moment: datetime) -> str:
@@ -217,11 +220,15 @@ def breakdown(
     for group in sorted(set(labels.tolist())):
         mask = labels == group
         placebo = placebo_values(r, shuffled, mask)
+        taken = mask & (vetoed == 0)
+        confidence = [c.decision.confidence for c, t in zip(candidates, taken, strict=True) if t]
         rows.append(
             GroupRow(
                 group=group,
                 veto=veto_value(r[mask], vetoed[mask], usdt_per_r, samples),
                 placebo_p95=float(np.percentile(placebo, 95)) if len(placebo) else 0.0,
+                mean_confidence=float(np.mean(confidence)) if confidence else None,
+                confirmed_win_rate=float((r[taken] > 0).mean()) if taken.any() else None,
             )
         )
     return rows
