@@ -200,10 +200,6 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-class GeminiConfig(BaseModel):
-    """The Gemini backend. Model ids change often: `model` is configurable, with its price."""
-
-    model_config = _STRICT
 class GeminiTier(StrEnum):
     """Gemini's service tiers for synchronous calls (`service_tier` of a request).
 
@@ -218,14 +214,18 @@ class GeminiTier(StrEnum):
 TIER_PRICE_FACTOR: dict[GeminiTier, float] = {GeminiTier.STANDARD: 1.0, GeminiTier.FLEX: 0.5}
 
 
+class GeminiConfig(BaseModel):
+    """The Gemini backend. Model ids change often: `model` is configurable, with its price."""
+
+    model_config = _STRICT
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    # The same model answers in every tier: not part of the decision key. Costs and the USD
+    # budget use the tier's price (`llm-oracle record --tier flex` sets it).
+    tier: GeminiTier = GeminiTier.STANDARD
     base_url: str | None = Field(default=None, description="null = Google's endpoint")
     api_version: Literal["v1beta"] = "v1beta"  # systemInstruction/responseSchema/thinking need it
     # Google recommends the default 1.0 for Gemini 3 (lower values can loop); the seed and the
     # journal, not the temperature, are what make a backtest reproducible. null = not sent
-    # The same model answers in every tier: not part of the decision key. Costs and the USD
-    # budget use the tier's price (`llm-oracle record --tier flex` sets it).
-    tier: GeminiTier = GeminiTier.STANDARD
     # (the model's own default).
     temperature: float | None = Field(default=1.0, ge=0, le=2)
     seed: int | None = Field(default=42, description="null = not sent; best effort anyway")
@@ -384,9 +384,9 @@ class OracleConfig(BaseModel):
     rules: RulesConfig = RulesConfig()
     gemini: GeminiConfig = GeminiConfig()
     exit_review: ExitReviewConfig = ExitReviewConfig()
+    notify: NotifyConfig = NotifyConfig()
     variant: VariantConfig = VariantConfig()
     report: ReportConfig = ReportConfig()
-    notify: NotifyConfig = NotifyConfig()
     # Set by `llm-oracle record`. Live, a batch answers within timeout_s and requests still
     # waiting for a rate-limit or concurrency slot then get the fallback; recording over history,
     # every request waits for its slot and only the call itself is bounded by timeout_s.
