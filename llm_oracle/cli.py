@@ -20,6 +20,7 @@ from llm_oracle.journal import Journal, JournalError, ReservationState, check_jo
 from llm_oracle.models import CONTENT_ERROR_KINDS
 from llm_oracle.record.command import add_record_command, record_overlay
 from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
+from llm_oracle.report.cli import add_report_command
 
 __all__ = [
     "build_parser",
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.set_defaults(func=func)
     add_record_command(sub, _common)
+    add_report_command(sub)
     return parser
 
 

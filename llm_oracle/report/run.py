@@ -9,6 +9,7 @@ free `rules` backend may still record its misses, as every backtest of the shipp
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,32 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_oracle.config import BackendName, OracleConfig, OracleConfigError, load_config
+from llm_oracle.record.files import load_freqtrade_config
 from llm_oracle.report.build import Report, build_report
 from llm_oracle.report.render_html import render_html
 from llm_oracle.report.render_md import headline, render_md
 from llm_oracle.report.spec import ExtraVariant, RunnerOutput, RunSpec
 
-RUNNER = Path(__file__).with_name("freqtrade_runner.py")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _raw_config(paths: list[Path]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for path in paths:
-        try:
-            merged = _merge(merged, json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"llm-oracle report: cannot read config {path}: {exc}") from None
-    return merged
+# Run as a script by Freqtrade's interpreter: locating it imports only the (empty) package.
+RUNNER = Path(str(importlib.util.find_spec("llm_oracle_ft.report_runner").origin))
 
 
 def oracle_overlay(config: OracleConfig, source: BackendName) -> dict[str, Any]:
@@ -113,7 +96,7 @@ def run_backtests(spec: RunSpec, workdir: Path, log_path: Path) -> RunnerOutput:
 
 def cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    raw = _raw_config(args.config)
+    raw = load_freqtrade_config(args.config)
     try:
         config = load_config(raw.get("llm_oracle"))
     except OracleConfigError as exc:

@@ -1,6 +1,6 @@
 """Freqtrade side of `llm-oracle report`: a script run by Freqtrade's interpreter, never imported.
 
-    python freqtrade_runner.py SPEC.json OUT.json
+    python -m llm_oracle_ft.report_runner SPEC.json OUT.json   (or the file's path)
 
 It builds Freqtrade's own `Backtesting` from the `freqtrade backtesting` arguments in the spec
 and loads the data and computes the indicators once. Then:
