@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator
@@ -43,14 +44,24 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from llm_oracle.models import CONTENT_ERROR_KINDS, ErrorKind, JournalEntry, OracleDecision
+from llm_oracle.models import (
+    CONTENT_ERROR_KINDS,
+    ErrorKind,
+    JournalEntry,
+    OracleDecision,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x4C4C4F52  # "LLOR": identifies an llm_oracle journal
 _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on every build
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process; ours take ~1 ms
+# A reservation row without `expires_at` (written before schema 6) counts as asked this long.
+_LEGACY_RESERVATION_S = 60.0
+# Reservation rows older than this are deleted (they only ever count for their own UTC day).
+_RESERVATION_KEEP = timedelta(days=3)
 
 _SCHEMA = """
 CREATE TABLE decisions (
@@ -114,6 +125,15 @@ CREATE TABLE batch_requests (
 );
 """
 _SCHEMA = _SCHEMA.replace("{reservations}", _RESERVATIONS + _BATCHES)
+# v6: a reservation says until when its owner asks (its own deadline, refreshed by each retry)
+# and who the owner is (host:pid:process start), so a reader never judges that by its own
+# timeout and a reused pid is not taken for the owner; each decision row names the run that
+# wrote it (`record` counts its own rows only).
+_V6 = (
+    "ALTER TABLE reservations ADD COLUMN expires_at TEXT",
+    "ALTER TABLE reservations ADD COLUMN owner TEXT",
+    "ALTER TABLE decisions ADD COLUMN run TEXT",
+)
 
 # Each step takes a journal from version N-1 to N; applied in order inside one transaction.
 # v1 rows predate retries and local refusals: each was exactly one request, hence DEFAULT 1.
@@ -125,6 +145,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE decisions ADD COLUMN settings TEXT NOT NULL DEFAULT ''",),
     4: tuple(filter(str.strip, _RESERVATIONS.split(";"))),
     5: tuple(filter(str.strip, _BATCHES.split(";"))),
+    6: _V6,
 }
 
 _COLUMNS = (
@@ -280,6 +301,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> str:
+    """Field 22 of /proc/<pid>/stat (start time, clock ticks after boot): with the pid it
+    names one process, never a later one that got the same pid. "" where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # fields after "(comm)" start at field 3
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def owner_id() -> str:
+    """This process as a reservation's owner: host:pid:start (recomputed after a fork)."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, f"{socket.gethostname()}:{pid}:{_process_start(pid)}")
+    return _OWNER[1]
+
+
+def owner_alive(owner: str | None, pid: int) -> bool:
+    """Is the process that owns a reservation still running? Another host's process cannot be
+    checked from here: alive (its `expires_at` bounds the wait)."""
+    if not owner:
+        return _alive(pid)
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    if not pid_text.isdigit() or not _alive(int(pid_text)):
+        return False
+    return not start or _process_start(int(pid_text)) in ("", start)
+
+
 @dataclass(slots=True)
 class Lookup:
     """What the journal knows about a batch of keys."""
@@ -307,6 +364,13 @@ class Journal:
         self._write_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._write_conn: sqlite3.Connection | None = None
+        # Reservations have a connection of their own, with a short busy timeout per call: a
+        # live decision must not wait behind this process's own slow write or another's lock.
+        self._budget_lock = threading.Lock()
+        self._budget_conn: sqlite3.Connection | None = None
+        self._closed = False
+        # Written into each decision row's `run` (e.g. by `record`, to count its own rows).
+        self.run: str | None = None
         try:
             self._open(create=create, migrate=migrate, check=check)
         except JournalError:
@@ -397,7 +461,7 @@ class Journal:
             # Re-check inside the write lock: another process may have created it meanwhile.
             if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
                 return
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in (*filter(str.strip, _SCHEMA.split(";")), *_V6):
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -430,6 +494,34 @@ class Journal:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _budget_transaction(self, busy_s: float | None) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE on the reservation connection, waiting at most `busy_s` (None: the
+        journal's busy timeout) for this process's other reservations and other processes."""
+        wait = self.busy_timeout_s if busy_s is None else max(0.0, busy_s)
+        if not self._budget_lock.acquire(timeout=wait):
+            raise JournalError(
+                advice(JournalProblem.LOCKED, self.path, "reserving: busy", busy_s=wait),
+                JournalProblem.LOCKED,
+            )
+        try:
+            if self._closed:
+                raise JournalError(f"journal {self.path} is closed", JournalProblem.IO)
+            if self._budget_conn is None:
+                self._budget_conn = self._connect()
+            conn = self._budget_conn
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            self._budget_lock.release()
 
     @contextmanager
     def _failures(self, doing: str) -> Iterator[None]:
@@ -476,9 +568,13 @@ class Journal:
             insert = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
             for entry in items:
                 before = conn.total_changes
-                conn.execute(insert, entry.as_row())
+                cursor = conn.execute(insert, entry.as_row())
                 stored = conn.total_changes - before
                 new += stored
+                if stored and self.run is not None:
+                    conn.execute(
+                        "UPDATE decisions SET run = ? WHERE id = ?", (self.run, cursor.lastrowid)
+                    )
                 reservation = reservations.get(entry.key)
                 if reservation is None:
                     continue
@@ -525,33 +621,38 @@ class Journal:
         *,
         key: str | None = None,
         extend: int | None = None,
-        stale_s: float = 60.0,
+        expires_s: float = 60.0,
+        estimate: tuple[int, float] = (0, 0.0),
         dedupe: bool = True,
+        busy_s: float | None = None,
     ) -> Reserved:
         """Reserve one request against the day's caps, for every process on this journal.
 
         The day's spend (rows since `since` plus every reservation, open or unrecorded) and the
         reservation are read and written in one BEGIN IMMEDIATE transaction, so two processes
-        cannot both take the last request. `extend`: add the request to that reservation (a
-        retry) instead of opening a new one. With `key`, a question another live process is
-        asking (an open reservation younger than `stale_s`) or has answered is not reserved.
+        cannot both take the last request. An open reservation counts with `estimate` (tokens,
+        USD) until its row replaces it with what the answer cost: the token and USD caps hold
+        across processes too, overshot by at most one request's error of estimate.
+        `extend`: add the request to that reservation (a retry) instead of opening a new one.
+        `expires_s`: how long from now this process asks (its own deadline; a retry refreshes
+        it). With `key`, a question another live process is asking (an open reservation not
+        expired) or has answered is not reserved. `busy_s`: the longest wait for the lock
+        (a JournalError LOCKED after it).
         """
         stamp = since.astimezone(UTC).isoformat()
-        with self._failures("reserving"), self._transaction() as conn:
+        now = datetime.now(UTC)
+        expires = (now + timedelta(seconds=expires_s)).isoformat()
+        est_tokens, est_usd = max(0, int(estimate[0])), max(0.0, float(estimate[1]))
+        with self._failures("reserving"), self._budget_transaction(busy_s) as conn:
             if key is not None and extend is None and dedupe:
                 answered = conn.execute(
                     "SELECT 1 FROM decisions WHERE key = ? AND error_kind IS NULL", (key,)
                 ).fetchone()
                 if answered is not None:
                     return Reserved(None, 0, 0, 0.0, answered=True)
-                cutoff = (datetime.now(UTC) - timedelta(seconds=stale_s)).isoformat()
-                for other, pid in conn.execute(
-                    "SELECT id, pid FROM reservations WHERE key = ? AND state = ? "
-                    "AND created_at >= ? AND pid != ?",
-                    (key, ReservationState.OPEN.value, cutoff, os.getpid()),
-                ).fetchall():
-                    if _alive(int(pid)):
-                        return Reserved(None, 0, 0, 0.0, asked_by=int(other))
+                other = self._asker(conn, key, now)
+                if other is not None:
+                    return Reserved(None, 0, 0, 0.0, asked_by=other)
             calls, tokens, usd = self._spent(conn, backend, stamp)
             exhausted = None
             if caps.calls is not None and calls >= caps.calls:
@@ -563,48 +664,121 @@ class Journal:
             if exhausted is not None:
                 return Reserved(None, calls, tokens, usd, exhausted)
             if extend is not None:
-                conn.execute("UPDATE reservations SET calls = calls + 1 WHERE id = ?", (extend,))
+                conn.execute(
+                    "UPDATE reservations SET calls = calls + 1, tokens = tokens + ?, "
+                    "cost_usd = cost_usd + ?, expires_at = ? WHERE id = ?",
+                    (est_tokens, est_usd, expires, extend),
+                )
                 return Reserved(extend, calls, tokens, usd)
+            # Past days' rows never count again: keep the table small.
+            conn.execute(
+                "DELETE FROM reservations WHERE created_at < ?",
+                ((since - _RESERVATION_KEEP).astimezone(UTC).isoformat(),),
+            )
             cursor = conn.execute(
-                "INSERT INTO reservations (backend, pid, created_at, key) VALUES (?, ?, ?, ?)",
-                (backend, os.getpid(), datetime.now(UTC).isoformat(), key),
+                "INSERT INTO reservations (backend, pid, created_at, key, tokens, cost_usd, "
+                "expires_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    backend,
+                    os.getpid(),
+                    now.isoformat(),
+                    key,
+                    est_tokens,
+                    est_usd,
+                    expires,
+                    owner_id(),
+                ),
             )
             return Reserved(cursor.lastrowid, calls, tokens, usd)
 
-    def release(self, reservation: int, sent: int = 0) -> None:
+    @staticmethod
+    def _asker(conn: sqlite3.Connection, key: str, now: datetime) -> int | None:
+        """The open, unexpired reservation of another live process asking `key`."""
+        legacy = (now - timedelta(seconds=_LEGACY_RESERVATION_S)).isoformat()
+        mine = owner_id()
+        rows = conn.execute(
+            "SELECT id, pid, owner FROM reservations WHERE key = ? AND state = ? AND "
+            "(expires_at >= ? OR (expires_at IS NULL AND created_at >= ?)) "
+            "AND COALESCE(owner, '') != ?",
+            (key, ReservationState.OPEN.value, now.isoformat(), legacy, mine),
+        ).fetchall()
+        for other, pid, owner in rows:
+            if int(pid) == os.getpid() and owner is None:
+                continue  # a pre-v6 row of this very process
+            if owner_alive(owner, int(pid)):
+                return int(other)
+        return None
+
+    def release(self, reservation: int, sent: int = 0, busy_s: float | None = None) -> None:
         """A reservation whose requests were not all sent: keep `sent` of them (0 deletes it)."""
-        with self._failures("releasing"), self._transaction() as conn:
+        with self._failures("releasing"), self._budget_transaction(busy_s) as conn:
             if sent <= 0:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
             else:
                 conn.execute("UPDATE reservations SET calls = ? WHERE id = ?", (sent, reservation))
 
-    def reservation_open(self, reservation: int, stale_s: float = 60.0) -> bool:
-        """Is that reservation still waiting for its answer (younger than `stale_s`, its
-        process alive)?"""
-        cutoff = (datetime.now(UTC) - timedelta(seconds=stale_s)).isoformat()
+    def reservation_open(self, reservation: int) -> bool:
+        """Is that reservation still waiting for its answer (not expired, its owner alive)?"""
+        now = datetime.now(UTC)
+        legacy = (now - timedelta(seconds=_LEGACY_RESERVATION_S)).isoformat()
         rows = self.query(
-            "SELECT pid FROM reservations WHERE id = ? AND state = ? AND created_at >= ?",
-            (reservation, ReservationState.OPEN.value, cutoff),
+            "SELECT pid, owner FROM reservations WHERE id = ? AND state = ? AND "
+            "(expires_at >= ? OR (expires_at IS NULL AND created_at >= ?))",
+            (reservation, ReservationState.OPEN.value, now.isoformat(), legacy),
         )
-        return bool(rows) and _alive(int(rows[0][0]))  # type: ignore[call-overload]
+        return bool(rows) and owner_alive(rows[0][1], int(rows[0][0]))  # type: ignore[arg-type,call-overload]
 
     # --- batch jobs (Gemini Batch API), resumable --------------------------------------------
     def add_batch_job(
-        self, name: str, backend: str, model: str, requests: list[tuple[str, str, int | None]]
+        self,
+        name: str,
+        backend: str,
+        model: str,
+        requests: list[tuple[str, str, int | None]],
+        state: str = "submitted",
     ) -> None:
-        """A submitted job and its (key, request JSON, reservation) list, in one transaction."""
+        """A job and its (key, request JSON, reservation) list, in one transaction. Journaled
+        as `creating` under its unique display name before it is created (`created` renames
+        it): a process that dies in between leaves the intent, found again by that name."""
         with self._failures("writing"), self._transaction() as conn:
             conn.execute(
                 "INSERT INTO batch_jobs (name, backend, model, created_at, state) "
-                "VALUES (?, ?, ?, ?, 'submitted')",
-                (name, backend, model, datetime.now(UTC).isoformat()),
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, backend, model, datetime.now(UTC).isoformat(), state),
             )
             conn.executemany(
                 "INSERT INTO batch_requests (job, key, request_json, reservation) "
                 "VALUES (?, ?, ?, ?)",
                 [(name, k, r, res) for k, r, res in requests],
             )
+
+    def batch_job_created(self, intent: str, name: str) -> None:
+        """The job of intent `intent` exists at the provider as `name`."""
+        with self._failures("writing"), self._transaction() as conn:
+            conn.execute(
+                "UPDATE batch_jobs SET name = ?, state = 'submitted' WHERE name = ?", (name, intent)
+            )
+            conn.execute("UPDATE batch_requests SET job = ? WHERE job = ?", (name, intent))
+
+    def drop_batch_job(self, name: str) -> None:
+        """A job intent that never became a job: forget it and give its reservations back."""
+        with self._failures("writing"), self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM reservations WHERE id IN (SELECT reservation FROM batch_requests "
+                "WHERE job = ? AND reservation IS NOT NULL)",
+                (name,),
+            )
+            conn.execute("DELETE FROM batch_requests WHERE job = ?", (name,))
+            conn.execute("DELETE FROM batch_jobs WHERE name = ?", (name,))
+
+    def batch_job_state(self, name: str) -> str | None:
+        rows = self.query("SELECT state FROM batch_jobs WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def reservation_day(self, reservation: int) -> datetime | None:
+        """The UTC time a reservation was made (its day is the day it is charged to)."""
+        rows = self.query("SELECT created_at FROM reservations WHERE id = ?", (reservation,))
+        return datetime.fromisoformat(str(rows[0][0])) if rows else None
 
     def open_batch_jobs(self, backend: str, model: str) -> list[str]:
         rows = self.query(
@@ -723,6 +897,24 @@ class Journal:
         )
         return [(bool(ok), datetime.fromisoformat(str(at))) for ok, at in rows]
 
+    def mean_usage(self, backend: str, model: str, rows: int = 200) -> Usage | None:
+        """Mean usage of one response among the newest answers of that backend and model."""
+        found = self.query(
+            "SELECT COUNT(*), AVG(prompt_tokens), AVG(output_tokens), AVG(thinking_tokens), "
+            "AVG(cached_tokens) FROM (SELECT * FROM decisions WHERE backend = ? AND model = ? "
+            "AND error_kind IS NULL AND attempts > 0 ORDER BY id DESC LIMIT ?)",
+            (backend, model, rows),
+        )[0]
+        if not found[0]:
+            return None
+        prompt, output, thinking, cached = (round(float(v)) for v in found[1:])  # type: ignore[arg-type]
+        return Usage(
+            prompt_tokens=prompt,
+            output_tokens=output,
+            thinking_tokens=thinking,
+            cached_tokens=cached,
+        )
+
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another process's lock (e.g. shorter at shutdown)."""
         self.busy_timeout_s = seconds
@@ -740,11 +932,12 @@ class Journal:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        with self._write_lock, self._lock:
+        with self._write_lock, self._lock, self._budget_lock:
+            self._closed = True
             self._close_quietly()
 
     def _close_quietly(self) -> None:
-        for name in ("_conn", "_write_conn"):
+        for name in ("_conn", "_write_conn", "_budget_conn"):
             conn = getattr(self, name, None)
             if conn is not None:
                 try:

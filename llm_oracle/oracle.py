@@ -38,7 +38,7 @@ import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,10 +65,16 @@ from llm_oracle.models import (
     OracleDecision,
     OracleRequest,
     Purpose,
+    Usage,
 )
 from llm_oracle.progress import Progress, ProgressCallback, TqdmProgress, progress_wanted
 from llm_oracle.prompt import render
-from llm_oracle.record.link import RecorderLink, recorder_link
+from llm_oracle.record.link import (
+    STOP_FLUSH_S,
+    STOP_IN_FLIGHT_MARGIN_S,
+    RecorderLink,
+    recorder_link,
+)
 from llm_oracle.secrets import Scrubber
 
 logger = logging.getLogger(__name__)
@@ -82,6 +88,13 @@ _UNRECORDED_MAX = 10_000  # answers kept in memory while the journal cannot take
 _WRITE_FLOOR_S = 0.1
 # How often a question another process is asking is looked up in the journal.
 _OTHER_POLL_S = 0.1
+# Live, a reservation waits at most this long for the journal's lock (and at most half of what
+# is left before the deadline): a locked journal leaves the budget to this process's ledger.
+_RESERVE_BUSY_S = 0.5
+# After the journal could not take a reservation, this process's ledger alone decides this long.
+_SHARED_PAUSE_S = 5.0
+# Measured tokens and USD of an answer (for reservations' estimates) are re-read this often.
+_MEASURE_EVERY_S = 60.0
 # Exit code of a recording child whose `record` is gone (as if SIGTERM had ended it).
 EXIT_RECORDER_GONE = 143
 # The journal reservation of the request this task is making (read by the retry gate).
@@ -225,11 +238,13 @@ class Oracle:
         self._budget_pool = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="llm-oracle-budget"
         )
-        self._shared_budget = True  # False while the journal cannot take reservations
+        # Until then (time.monotonic) the journal is not asked for reservations (it failed).
+        self._shared_off_until = 0.0
+        self._measured: tuple[float, Usage | None] | None = None  # (when, mean usage)
         self._stopping = False
         self._in_flight = 0
-        # Past this age a reservation's call has settled or its process is gone.
-        self._stale_s = config.timeout_s + _WEDGE_MARGIN_S + 10.0
+        # Reservations of the requests in flight, by key: a wedged batch's rows take them over.
+        self._held: dict[str, int] = {}
         source = getattr(self.backend, "source", self.backend)
         if limits and isinstance(source, GeminiBackend):
             source.retry_gate = self._retry_gate
@@ -365,10 +380,12 @@ class Oracle:
         except FutureTimeout:
             for key, request in missing.items():
                 if key not in done:
+                    # The request's reservation (if it got one) goes with its row: counted once.
+                    reservation = self._held.pop(key, None)
                     result = failure(ErrorKind.TIMEOUT, "oracle loop wedged")
                     outcome, entry = self._conclude(key, request, result)
                     if entry is not None:
-                        self._backlog.append((entry, frozenset(), None))
+                        self._backlog.append((entry, frozenset(), reservation))
                         self._writer.submit(self._drain)
                     done[key] = outcome
         return done
@@ -410,6 +427,8 @@ class Oracle:
             detail = f"no free concurrency slot within {self.config.timeout_s:g} s"
             result = failure(ErrorKind.TIMEOUT, detail, attempts=0)
             return await self._finish(key, request, result, deadline, supersede)
+        # In flight from the slot on: a stop waits for a request that is about to be sent.
+        self._in_flight += 1
         reservation: int | None = None
         try:
             if self._stopping:
@@ -419,7 +438,9 @@ class Oracle:
                 refusal = self.guard.admit() if self.guard else None
                 other: int | None = None
                 if refusal is None and self.guard is not None:
-                    refusal, reservation, other = await self._reserve(key, deadline, dedupe)
+                    refusal, reservation, other = await self._reserve(
+                        key, request, deadline, dedupe
+                    )
                 if other is None:
                     break
                 # Another process asks (or answered) this question: its answer, not a second bill.
@@ -437,28 +458,84 @@ class Oracle:
                 result = failure(refusal.kind, refusal.detail, attempts=0)
                 return await self._finish(key, request, result, deadline, supersede)
             admitted = self.guard is not None
-            self._in_flight += 1
+            if self._stopping:  # stopped while reserving: nothing is sent
+                if self.guard is not None:
+                    self.guard.budget.settle(Spend())
+                    self.guard.breaker.cancel_trial()
+                return await self._finish(
+                    key, request, _stopped(), deadline, supersede, reservation=reservation
+                )
             _RESERVATION.set(reservation)
+            if reservation is not None:
+                self._held[key] = reservation
             try:
                 result = await self._call(request, deadline)
-            except BaseException:  # cancelled (wedged loop): give the reservation back
+            except BaseException:  # cancelled (wedged loop)
                 if self.guard:
                     self.guard.settle(Spend(), ErrorKind.TIMEOUT)
+                # The wedge row takes the reservation over; if it was not there to take it,
+                # keep one request counted (it may have been sent) and stop asking.
+                held = self._held.pop(key, None)
+                if held is not None:
+                    self._budget_submit(self._release, held, 1)
                 raise
-            finally:
-                self._in_flight -= 1
+            self._held.pop(key, None)
             return await self._finish(
                 key, request, result, deadline, supersede, admitted, reservation
             )
         finally:
+            self._in_flight -= 1
             if self._slots is not None:
                 self._slots.release()
 
     # --- one budget for every process on the journal ----------------------------------------
+    def _budget_submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` on the budget thread; here if that is shut down (closing)."""
+        try:
+            self._budget_pool.submit(fn, *args)
+        except RuntimeError:
+            fn(*args)
+
+    def _expires_s(self, deadline: float | None) -> float:
+        """How long a request reserved now may still be asked by this process (its reservation
+        says so to the others): live, the deadline; recording, one decision's time plus a wait
+        for its rate-limit slot."""
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            return max(0.0, left) + _BACKEND_GRACE_S + _WEDGE_MARGIN_S
+        limits = self.backend.limits
+        wait = 60.0 * limits.concurrency / limits.rpm if limits else 0.0
+        return self.config.timeout_s + _WEDGE_MARGIN_S + wait
+
+    def _estimate(self, request: OracleRequest | None) -> tuple[int, float]:
+        """On the budget thread: tokens and USD a request is reserved with, until its row says
+        what it cost (the journal's recent answers of this model, else a conservative guess)."""
+        source = getattr(self.backend, "source", self.backend)
+        if not isinstance(source, GeminiBackend):
+            return 0, 0.0
+        now = time.monotonic()
+        if self._measured is None or now - self._measured[0] > _MEASURE_EVERY_S:
+            ident = self.backend.identity
+            try:
+                usage = self.journal.mean_usage(ident.name, ident.model)
+            except JournalError:
+                usage = None
+            self._measured = (now, usage)
+        return source.estimate_spend(request, self._measured[1])
+
     def _reserve_now(
-        self, key: str | None, extend: int | None = None, dedupe: bool = True
-    ) -> Reserved | JournalError:
-        """On the budget thread: one more request against the day's caps, all processes."""
+        self,
+        key: str | None,
+        request: OracleRequest | None,
+        expires_s: float,
+        busy_s: float | None,
+        extend: int | None = None,
+        dedupe: bool = True,
+    ) -> Reserved | JournalError | None:
+        """On the budget thread: one more request against the day's caps, all processes.
+        None: the journal is paused after a failure (this process's ledger decides)."""
+        if time.monotonic() < self._shared_off_until:
+            return None
         limits = self.backend.limits
         assert limits is not None
         budget = limits.budget
@@ -471,39 +548,51 @@ class Oracle:
                 caps,
                 key=key,
                 extend=extend,
-                stale_s=self._stale_s,
+                expires_s=expires_s,
+                estimate=self._estimate(request),
                 dedupe=dedupe,
+                busy_s=busy_s,
             )
         except JournalError as exc:
+            self._shared_off_until = time.monotonic() + _SHARED_PAUSE_S
             return exc
         return reserved
 
     async def _reserve(
-        self, key: str, deadline: float | None, dedupe: bool = True
+        self, key: str, request: OracleRequest, deadline: float | None, dedupe: bool = True
     ) -> tuple[Refusal | None, int | None, int | None]:
         """Reserve an admitted request in the journal: (refusal when the shared caps are spent,
         reservation id, reservation of another process asking the same question (-1: it is
-        answered already)). A journal that cannot take it leaves the local ledger in charge."""
+        answered already)). A journal that cannot take it (locked, failing) leaves the local
+        ledger in charge: the request goes out, the failure is announced once."""
         assert self.guard is not None
-        if not self._shared_budget:
-            return None, None, None
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._budget_pool, self._reserve_now, key, None, dedupe)
+        busy_s = None
+        if deadline is not None:
+            busy_s = min(_RESERVE_BUSY_S, max(0.0, deadline - loop.time()) / 2)
+        future = self._budget_pool.submit(
+            self._reserve_now, key, request, self._expires_s(deadline), busy_s, None, dedupe
+        )
         try:
             if deadline is None:
-                reserved = await future
+                reserved = await asyncio.wrap_future(future)
             else:
                 wait = max(_WRITE_FLOOR_S, deadline - loop.time())
-                reserved = await asyncio.wait_for(asyncio.shield(future), wait)
-        except TimeoutError:
+                reserved = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait)
+        except BaseException as exc:  # too late, or cancelled: a late reservation is released
             future.add_done_callback(self._release_late)
             self.guard.budget.settle(Spend())
             self.guard.breaker.cancel_trial()
+            if not isinstance(exc, TimeoutError):
+                raise
             detail = "the journal took too long to reserve the request (locked?)"
             return Refusal(ErrorKind.TIMEOUT, detail), None, None
-        if isinstance(reserved, JournalError):
-            self._journal_trouble("write", reserved)
+        if reserved is None:
             return None, None, None
+        if isinstance(reserved, JournalError):
+            self._journal_trouble("reserve", reserved)
+            return None, None, None
+        self._journal_works("reserve")
         if reserved.answered or reserved.asked_by is not None:
             self.guard.budget.settle(Spend())  # nothing will be sent: give the admission back
             self.guard.breaker.cancel_trial()
@@ -521,13 +610,18 @@ class Oracle:
 
         def look() -> tuple[OracleDecision | None, bool]:
             found = self.journal.lookup([key]).get(key)
-            waiting = other >= 0 and self.journal.reservation_open(other, self._stale_s)
+            waiting = other >= 0 and self.journal.reservation_open(other)
             return found, found is None and waiting
 
         while True:
+            look_up = asyncio.wrap_future(self._budget_pool.submit(look))
             try:
-                found, waiting = await loop.run_in_executor(self._budget_pool, look)
-            except JournalError:
+                if deadline is None:
+                    found, waiting = await look_up
+                else:
+                    left = deadline - loop.time()
+                    found, waiting = await asyncio.wait_for(look_up, max(0.0, left))
+            except (JournalError, TimeoutError):
                 return None
             if found is not None or not waiting:
                 return found
@@ -535,11 +629,12 @@ class Oracle:
                 return None
             await asyncio.sleep(_OTHER_POLL_S)  # a wait on another process, not a sync point
 
-    def _release_late(self, future: asyncio.Future[Reserved | JournalError]) -> None:
-        """A reservation that came back after its deadline: nothing was sent for it."""
-        reserved = future.result() if not future.cancelled() else None
+    def _release_late(self, future: Future[Reserved | JournalError | None]) -> None:
+        """A reservation that came back after its caller gave up: nothing was sent for it.
+        A done callback of the budget thread's future (runs without the event loop)."""
+        reserved = None if future.cancelled() or future.exception() else future.result()
         if isinstance(reserved, Reserved) and reserved.id is not None:
-            self._budget_pool.submit(self._release, reserved.id, 0)
+            self._budget_submit(self._release, reserved.id, 0)
 
     def _release(self, reservation: int, sent: int) -> None:
         try:
@@ -554,11 +649,14 @@ class Oracle:
         reservation = _RESERVATION.get()
         if reservation is None:
             return None
-        loop = asyncio.get_running_loop()
-        reserved = await loop.run_in_executor(
-            self._budget_pool, self._reserve_now, None, reservation
+        recording = self.config.recording
+        expires_s = self._expires_s(None)
+        busy_s = None if recording else _RESERVE_BUSY_S
+        future = self._budget_pool.submit(
+            self._reserve_now, None, None, expires_s, busy_s, reservation
         )
-        if isinstance(reserved, JournalError):
+        reserved = await asyncio.wrap_future(future)
+        if not isinstance(reserved, Reserved):
             return None
         return None if reserved.id is not None else f"daily budget exhausted: {reserved.exhausted}"
 
@@ -567,16 +665,12 @@ class Oracle:
         """On the lifeline thread: `record` ended. No request goes out any more; what is in
         flight gets its bounded time and is journaled; then this process ends."""
         self._stopping = True
-        give_up = time.monotonic() + self.config.timeout_s + _WEDGE_MARGIN_S + 2.0
+        give_up = time.monotonic() + self.config.timeout_s + STOP_IN_FLIGHT_MARGIN_S
         while self._in_flight and time.monotonic() < give_up:
             time.sleep(0.05)  # a bounded wait for calls already sent, not a synchronisation
-        self.flush(timeout=5.0)
+        self.flush(timeout=STOP_FLUSH_S)
         logging.shutdown()
         os._exit(EXIT_RECORDER_GONE)
-
-    def stop_calls(self) -> None:
-        """Send no more requests (misses get the fallback, unrecorded)."""
-        self._stopping = True
 
     async def _call(self, request: OracleRequest, deadline: float | None) -> BackendResult:
         started = time.perf_counter()
@@ -622,7 +716,7 @@ class Oracle:
             if entry is not None:
                 await self._write(entry, supersede, deadline, reservation)
             elif reservation is not None:  # nothing to journal: keep what was sent, if any
-                self._budget_pool.submit(self._release, reservation, result.attempts)
+                self._budget_submit(self._release, reservation, result.attempts)
             return outcome
         finally:
             if admitted and self.guard is not None:
@@ -752,12 +846,13 @@ class Oracle:
             logger.debug("journal %s failed again: %s", doing, exc)
             return
         self._journal_failing[doing] = exc.problem
-        consequence = (
-            "answers are used for the running candle but not recorded: a restart asks them "
-            "again (and pays again)"
-            if doing == "write"
-            else "every question is a miss until it reads again"
-        )
+        consequence = {
+            "write": "answers are used for the running candle but not recorded: a restart asks "
+            "them again (and pays again)",
+            "read": "every question is a miss until it reads again",
+            "reserve": "requests go out against this process's own daily budget only (other "
+            "processes on the journal are not counted) until it takes reservations again",
+        }[doing]
         self._announce(
             logging.ERROR,
             f"oracle journal {doing} failed ({exc.problem.value}): {exc} Meanwhile {consequence}.",
@@ -855,6 +950,8 @@ class Oracle:
             except Exception:  # closing is best effort; the journal still closes below
                 logger.debug("backend close failed", exc_info=True)
         self._loop.stop()
+        # After the loop: late releases are callbacks of the budget thread's own futures, so
+        # they still run here (and never needed the loop).
         self._budget_pool.shutdown(wait=True)
         # Queued drains are redundant (the backlog holds their rows): one last drain here, and
         # a journal that is still locked gets seconds, not the full busy timeout.

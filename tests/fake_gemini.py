@@ -34,6 +34,7 @@ _PATH = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 # The Batch API as google-genai 3.4 speaks it (Gemini Developer API): create, then poll.
 _BATCH_CREATE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):batchGenerateContent$")
 _BATCH_GET = re.compile(r"^/(v1beta|v1)/batches/([^/?]+)$")
+_BATCH_LIST = re.compile(r"^/(v1beta|v1)/batches(\?.*)?$")
 USAGE = {
     "promptTokenCount": 400,
     "cachedContentTokenCount": 100,
@@ -248,6 +249,13 @@ class FakeGemini:
     # Batch jobs: name -> (model, inlined requests, polls so far); done after `batch_polls` GETs.
     batch_jobs: dict[str, tuple[str, list[dict[str, Any]], int]] = field(default_factory=dict)
     batch_polls: int = 2
+    # The next this many job creations fail with this HTTP status (nothing is created).
+    batch_create_failures: int = 0
+    batch_create_status: int = 400
+    # The next job creation creates the job, then its answer never comes (a lost response,
+    # or `record` killed in between): the handler waits for `release()`.
+    batch_create_hang: bool = False
+    batch_display_names: dict[str, str] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _release: threading.Event = field(default_factory=threading.Event)
 
@@ -302,9 +310,16 @@ class FakeGemini:
             self._cond.notify_all()
         try:
             match = _PATH.match(handler.path)
+            if _BATCH_LIST.match(handler.path) and handler.command == "GET" and key_ok:
+                self._send(handler, 200, self._batch_list())
+                return
             batch = _BATCH_CREATE.match(handler.path) or _BATCH_GET.match(handler.path)
             if batch and key_ok:
-                self._send(handler, 200, self._batch(handler.command, batch, body))
+                code, payload, hang = self._batch(handler.command, batch, body)
+                if hang:
+                    self._release.wait()
+                    return  # the answer is lost: the client sees the connection drop
+                self._send(handler, code, payload)
                 return
             if not match:
                 self._send(handler, 404, _error(404, "NOT_FOUND", f"no route {handler.path}"))
@@ -394,21 +409,47 @@ class FakeGemini:
             assert isinstance(how, Ok)
             self._send(handler, 200, _answer(json.dumps(self._echo_decision(body, how)), model))
 
-    def _batch(self, method: str, match: re.Match[str], body: Any) -> dict[str, Any]:
-        """Create a job (POST) or report it (GET), in the Gemini API's operation format."""
+    def _batch_list(self) -> dict[str, Any]:
+        """`GET batches`: every job, newest first, with its display name (one page)."""
+        with self._cond:
+            names = list(reversed(self.batch_jobs))
+            return {
+                "operations": [
+                    {
+                        "name": n,
+                        "metadata": {
+                            "displayName": self.batch_display_names.get(n, ""),
+                            "state": "BATCH_STATE_RUNNING",
+                        },
+                    }
+                    for n in names
+                ]
+            }
+
+    def _batch(
+        self, method: str, match: re.Match[str], body: Any
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Create a job (POST) or report it (GET), in the Gemini API's operation format:
+        (HTTP status, payload, hang instead of answering)."""
         with self._cond:
             if method == "POST":
+                if self.batch_create_failures > 0:
+                    self.batch_create_failures -= 1
+                    code = self.batch_create_status
+                    return code, _error(code, "INVALID_ARGUMENT", "batch refused"), False
                 name = f"batches/fake{len(self.batch_jobs) + 1}"
                 inlined = body["batch"]["inputConfig"]["requests"]["requests"]
                 self.batch_jobs[name] = (match.group(2), list(inlined), 0)
-                return {"name": name, "metadata": {"state": "BATCH_STATE_PENDING"}}
+                self.batch_display_names[name] = str(body["batch"].get("displayName", ""))
+                hang, self.batch_create_hang = self.batch_create_hang, False
+                return 200, {"name": name, "metadata": {"state": "BATCH_STATE_PENDING"}}, hang
             name = f"batches/{match.group(2)}"
             if name not in self.batch_jobs:
-                return {"error": {"code": 404, "message": "no such batch", "status": "NOT_FOUND"}}
+                return 404, _error(404, "NOT_FOUND", "no such batch"), False
             model, inlined, polls = self.batch_jobs[name]
             self.batch_jobs[name] = (model, inlined, polls + 1)
             if polls + 1 < self.batch_polls:
-                return {"name": name, "metadata": {"state": "BATCH_STATE_RUNNING"}}
+                return 200, {"name": name, "metadata": {"state": "BATCH_STATE_RUNNING"}}, False
         responses = []
         for item in inlined:
             how = self._next()
@@ -425,7 +466,8 @@ class FakeGemini:
                 )
             responses.append({"response": _answer(text, model), "metadata": item.get("metadata")})
         output = {"inlinedResponses": {"inlinedResponses": responses}}
-        return {"name": name, "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": output}}
+        done = {"state": "BATCH_STATE_SUCCEEDED", "output": output}
+        return 200, {"name": name, "metadata": done}, False
 
     @staticmethod
     def _echo_decision(body: Any, how: Ok | None = None) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def test_v1_journal_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None
         assert journal.query("SELECT attempts FROM decisions") == [(1,)]
         assert journal.record(_entry(8, attempts=2))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
     with Journal(path) as again:  # opening a migrated file changes nothing
         assert again.count() == 2

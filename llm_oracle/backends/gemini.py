@@ -241,6 +241,23 @@ class GeminiBackend(Backend):
             ),
         )
 
+    def estimate_spend(
+        self, request: OracleRequest | None, measured: Usage | None
+    ) -> tuple[int, float]:
+        """Tokens and USD one request is reserved with before its answer says: `measured` (the
+        journal's mean answer of this model), else the prompt's length (~4 characters a token)
+        and the whole `max_output_tokens`, at this tier's price. A retry (no request) costs
+        as much as the measured answer, or the prompt guess of 1000 tokens."""
+        usage = measured
+        if usage is None:
+            chars = 4000
+            if request is not None:
+                prompt = render(request)
+                chars = len(prompt.system) + len(prompt.user)
+            usage = Usage(prompt_tokens=-(-chars // 4), output_tokens=self.config.max_output_tokens)
+        tokens = usage.prompt_tokens + usage.output_tokens + usage.thinking_tokens
+        return tokens, cost_usd(usage, self.config.price, self.price_factor)
+
     def scrub(self, text: str) -> str:
         """Never let the key out, whatever an exception or a server chose to echo."""
         return self.scrubber.scrub(text)

@@ -423,7 +423,7 @@ async def _batch_rounds(
     say: Callable[[str], None],
 ) -> int | None:
     again = "run the same command again: the job runs on at Google and is collected then"
-    for name in recorder.open_jobs():  # a restarted recording: collect, never pay twice
+    for name in await recorder.resume_jobs():  # a restarted recording: never pay twice
         say(f"resuming batch job {name}")
         if await recorder.collect(name) is None:
             say(f"stopped; {again}")
@@ -458,7 +458,15 @@ async def _batch_rounds(
         if not held:
             say(f"daily budget exhausted ({exhausted}): nothing submitted")
             return EXIT_FAILED
-        name = await recorder.submit(questions, held)
+        try:
+            name = await recorder.submit(questions, held)
+        except Exception as exc:  # the provider refused the job: nothing is held or paid
+            detail = recorder.backend.scrub(f"{type(exc).__name__}: {exc}")
+            say(
+                f"batch round {round_no}: the job could not be created ({detail}); its "
+                "reservations were given back; run the same command again"
+            )
+            return EXIT_FAILED
         found = await recorder.collect(name)
         if found is None:
             say(f"stopped; {again}")

@@ -24,6 +24,22 @@ PROGRESS_FD_ENV = "LLM_ORACLE_RECORD_FD"
 LIFELINE_FD_ENV = "LLM_ORACLE_LIFELINE_FD"
 # "1": also send every missed question itself (key and request), for a batch job.
 QUESTIONS_ENV = "LLM_ORACLE_RECORD_QUESTIONS"
+# A stopped child's shutdown: its calls in flight get timeout_s plus this margin, then its
+# journal writes get STOP_FLUSH_S. `record` waits longer than both (`stop_grace_s`) before it
+# signals the child's process group.
+STOP_IN_FLIGHT_MARGIN_S = 3.0
+STOP_FLUSH_S = 5.0
+_PARENT_MARGIN_S = 5.0
+
+
+def child_shutdown_s(timeout_s: float) -> float:
+    """The longest a stopped child takes to settle what is in flight, journal it and exit."""
+    return timeout_s + STOP_IN_FLIGHT_MARGIN_S + STOP_FLUSH_S
+
+
+def stop_grace_s(timeout_s: float) -> float:
+    """How long `record` waits for a stopped child before it signals the process group."""
+    return child_shutdown_s(timeout_s) + _PARENT_MARGIN_S
 
 
 def _fd(env: Mapping[str, str], name: str) -> int | None:
@@ -48,7 +64,6 @@ class RecorderLink:
         self._lock = threading.Lock()
         self._watchers: list[Callable[[], None]] = []
         self._watching = False
-        self.lost = threading.Event()
 
     def send(self, event: dict[str, Any]) -> None:
         """One event line to `record`; never raises (a gone reader is the lifeline's business)."""
@@ -82,7 +97,6 @@ class RecorderLink:
                 break
             if not chunk:  # EOF: the only writer, `record`, is gone
                 break
-        self.lost.set()
         logger.warning("llm-oracle record is gone: no more requests are sent; stopping")
         for callback in list(self._watchers):
             try:
