@@ -251,6 +251,7 @@ class Oracle:
         self._link: RecorderLink | None = recorder_link() if config.recording else None
         if self._link is not None:
             self._on_progress = None  # `record` draws one bar for the whole run
+            self.journal.run = self._link.run  # `record` counts the rows of its own run
             self._link.watch(self._recorder_gone)
 
     def _guard(self, limits: LimitsConfig) -> SpendGuard:

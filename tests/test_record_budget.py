@@ -3,7 +3,9 @@
 Two recorders on the same journal and range, started together, with `daily_calls: 10`: the fake
 Gemini receives exactly 10 requests in total, no question twice (a question the other recorder is
 asking waits for its answer), and every request is accounted for in the journal (an answer that
-lost a race would keep its cost: tests/test_journal_reservations.py), as `stats` shows.
+lost a race would keep its cost: tests/test_journal_reservations.py), as `stats` shows. Each
+recorder's summary counts its own rows only, and the de-duplication really ran: one recorder
+took another's answer to a question both were asking ("answered by another process").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from bybit_emulator import Emulator
 from llm_oracle.journal import Journal
 from tests.fake_gemini import Slow, start_fake_gemini
-from tests.test_record_stop import KEY, gemini_overlay, record_command, record_env
+from tests.test_record_stop import _RECORDED, KEY, gemini_overlay, record_command, record_env
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +33,9 @@ def test_two_recorders_on_one_journal_share_the_daily_call_cap(
 ) -> None:
     journal = tmp_path / "journal.sqlite"
     with start_fake_gemini(api_key=KEY) as fake:
-        # Slow enough that both recorders are asking at the same time.
-        fake.default = Slow(0.2)
+        # Slow enough that both recorders are asking at the same time (10 calls, one question
+        # at a time per recorder: ~5 s in which the later one catches up through journal hits).
+        fake.default = Slow(0.5)
         overlay = tmp_path / "overlay.json"
         limits = {"budget": {"daily_calls": DAILY_CALLS, "daily_tokens": None, "daily_usd": None}}
         overlay.write_text(json.dumps(gemini_overlay(emulator, fake, journal, **limits)))
@@ -53,6 +56,10 @@ def test_two_recorders_on_one_journal_share_the_daily_call_cap(
         # Both ran into the cap (its refusals are failed decisions): exit code 1 for both.
         assert codes == [1, 1], [log[-2000:] for log in logs]
         assert all("daily budget exhausted" in log for log in logs)
+        elsewhere = [re.search(r"(\d+) answered by another process", log) for log in logs]
+        assert sum(int(m.group(1)) for m in elsewhere if m) > 0, logs
+        summaries = [_RECORDED.search(log) for log in logs]
+        assert all(summaries), logs
 
         with Journal(journal, create=False) as j:
             journaled = int(j.query("SELECT COALESCE(SUM(attempts), 0) FROM decisions")[0][0])  # type: ignore[call-overload]
@@ -60,6 +67,10 @@ def test_two_recorders_on_one_journal_share_the_daily_call_cap(
         lost = sum(calls for _, state, _, calls, _ in reserved if state == "unrecorded")
         assert all(state == "unrecorded" for _, state, _, _, _ in reserved)
         assert journaled + lost == DAILY_CALLS  # every request sent is in the journal
+        # Each run counts its own rows: together, every row once.
+        with Journal(journal, create=False) as j:
+            rows = j.count() + j.count(errors=True)
+        assert sum(int(m.group(1)) + int(m.group(2)) for m in summaries if m) == rows
 
         stats = subprocess.run(
             [sys.executable, "-m", "llm_oracle.cli", "stats", "--config", str(overlay)],

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from llm_oracle.record.child import Child
 from llm_oracle.record.emulator import offline_emulator, offline_port
 from llm_oracle.record.estimate import Counted, estimate
 from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
-from llm_oracle.record.link import QUESTIONS_ENV
+from llm_oracle.record.link import QUESTIONS_ENV, RUN_ENV, stop_grace_s
 
 EXIT_OK = 0  # every question of the range has an answer
 EXIT_FAILED = 1  # some decisions failed (errors, budget) or nothing could be recorded: run again
@@ -50,7 +51,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BATCH_TIER = "batch"  # the Batch API: not a service tier of a synchronous call
 MAX_BATCH_ROUNDS = 10  # each round asks what the previous round's answers newly raised
 FLEX_TIMEOUT_S = 300.0  # flex answers take minutes; the longest timeout_s the config allows
-_STOP_GRACE_S = 5.0  # beyond timeout_s: the child journals what was in flight and exits
+# A counting child sends nothing: it only journals nothing and exits.
+_COUNTING_GRACE_S = stop_grace_s(0.0)
 
 
 def add_record_command(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -200,7 +202,8 @@ def _run_child(
             if code is None:  # told to stop: the child stops calling, settles, exits
                 print(
                     f"llm-oracle record: signal {signals.received[0]}: stopping freqtrade "
-                    f"(pid {child.pid}): no new requests; a second signal kills it now",
+                    f"(pid {child.pid}): no new requests, up to {grace_s:.0f} s for the ones in "
+                    "flight; a second signal kills it now",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -210,6 +213,9 @@ def _run_child(
                 while code is None and waited < grace_s and not signals.event.is_set():
                     code = child.wait(0.2)
                     waited += 0.2
+                if code is None and signals.event.is_set():  # a second signal: no more grace
+                    child.signal_group(signal.SIGKILL)
+                    code = child.wait(5.0)
             code = child.stop(0) if code is None else code
         finally:
             child.stop(0)  # never leave the group behind, whatever happened here
@@ -222,11 +228,9 @@ def _merged(raw: dict[str, Any], block: dict[str, Any], overlay: dict[str, Any])
     return deep_merge(raw, {"llm_oracle": deep_merge(block, overlay)})
 
 
-def _journal_mark(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with Journal(path, create=False) as journal:
-        return int(journal.query("SELECT COALESCE(MAX(id), 0) FROM decisions")[0][0])  # type: ignore[arg-type]
+def _new_run() -> str:
+    """An id for this run's decision rows (`Journal.run`): the summary counts them only."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +250,15 @@ class Recorded:
         )
 
 
-def recorded_since(path: Path, mark: int) -> Recorded:
+def recorded_by(path: Path, run: str) -> Recorded:
+    """What this run journaled (rows of other processes on the same journal left out)."""
     if not path.exists():
         return Recorded(0, 0, {}, 0, 0, 0.0)
     with Journal(path, create=False) as journal:
         rows = journal.query(
             "SELECT error_kind, attempts, prompt_tokens + output_tokens + thinking_tokens, "
-            "cost_usd FROM decisions WHERE id > ?",
-            (mark,),
+            "cost_usd FROM decisions WHERE run = ?",
+            (run,),
         )
     errors: dict[str, int] = {}
     for row in rows:
@@ -324,7 +329,7 @@ def _count(
 ) -> tuple[int | None, int | None]:
     counted = Counted()
     overlay = record_overlay(block, source=args.source, tier=args.tier, counting=True)
-    run = _run_child(args, _merged(raw, block, overlay), _STOP_GRACE_S, counted.add, "counting")
+    run = _run_child(args, _merged(raw, block, overlay), _COUNTING_GRACE_S, counted.add, "counting")
     if run.signum is not None:
         return 128 + run.signum, None
     if run.code != 0:
@@ -347,14 +352,21 @@ def _record(
     journal_path: Path,
     total: int | None,
 ) -> int:
-    mark = _journal_mark(journal_path)
+    run_id = _new_run()
     bar = RunProgress(total)
-    grace = cfg.timeout_s + _STOP_GRACE_S
+    grace = stop_grace_s(cfg.timeout_s)
     try:
-        run = _run_child(args, _merged(raw, block, overlay), grace, bar.event, "recording")
+        run = _run_child(
+            args,
+            _merged(raw, block, overlay),
+            grace,
+            bar.event,
+            "recording",
+            {RUN_ENV: run_id},
+        )
     finally:
         bar.close()
-    result = recorded_since(journal_path, mark)
+    result = recorded_by(journal_path, run_id)
     print(f"llm-oracle record: {result.line()}; journal {journal_path}", flush=True)
     again = "run the same command again to continue (answered questions are not asked again)"
     if run.signum is not None:
@@ -389,9 +401,10 @@ def _record_batch(
     budget = cfg.gemini.limits.budget
     caps = Caps(budget.daily_calls, budget.daily_tokens, budget.daily_usd)
     backend = GeminiBackend(cfg.gemini, cfg.timeout_s)
-    mark = _journal_mark(journal_path)
+    run_id = _new_run()
     overlay = record_overlay(block, source=args.source, counting=True)
     with Journal(journal_path) as journal, _Signals() as signals:
+        journal.run = run_id
 
         def say(text: str) -> None:
             print(f"llm-oracle record: {text}", file=sys.stderr, flush=True)
@@ -406,7 +419,7 @@ def _record_batch(
         )
         code = asyncio.run(_batch_rounds(args, raw, block, overlay, recorder, signals, say))
         asyncio.run(backend.aclose())
-    result = recorded_since(journal_path, mark)
+    result = recorded_by(journal_path, run_id)
     print(f"llm-oracle record: {result.line()}; journal {journal_path}", flush=True)
     if code is not None:
         return code
@@ -434,7 +447,7 @@ async def _batch_rounds(
         run = _run_child(
             args,
             _merged(raw, block, overlay),
-            _STOP_GRACE_S,
+            _COUNTING_GRACE_S,
             questions.add,
             f"batch round {round_no}: counting",
             {QUESTIONS_ENV: "1"},

@@ -24,6 +24,9 @@ PROGRESS_FD_ENV = "LLM_ORACLE_RECORD_FD"
 LIFELINE_FD_ENV = "LLM_ORACLE_LIFELINE_FD"
 # "1": also send every missed question itself (key and request), for a batch job.
 QUESTIONS_ENV = "LLM_ORACLE_RECORD_QUESTIONS"
+# This `record` run's id: the oracle writes it into each decision row it journals, so `record`
+# sums its own rows only (another process may be recording into the same journal).
+RUN_ENV = "LLM_ORACLE_RECORD_RUN"
 # A stopped child's shutdown: its calls in flight get timeout_s plus this margin, then its
 # journal writes get STOP_FLUSH_S. `record` waits longer than both (`stop_grace_s`) before it
 # signals the child's process group.
@@ -56,9 +59,14 @@ def _fd(env: Mapping[str, str], name: str) -> int | None:
 
 class RecorderLink:
     def __init__(
-        self, progress_fd: int | None, lifeline_fd: int | None, questions: bool = False
+        self,
+        progress_fd: int | None,
+        lifeline_fd: int | None,
+        questions: bool = False,
+        run: str | None = None,
     ) -> None:
         self.questions = questions
+        self.run = run
         self._progress_fd = progress_fd
         self._lifeline_fd = lifeline_fd
         self._lock = threading.Lock()
@@ -118,5 +126,6 @@ def recorder_link(env: Mapping[str, str] | None = None) -> RecorderLink | None:
             progress, lifeline = _fd(env, PROGRESS_FD_ENV), _fd(env, LIFELINE_FD_ENV)
             if progress is None and lifeline is None:
                 return None
-            _LINK = RecorderLink(progress, lifeline, env.get(QUESTIONS_ENV) == "1")
+            run = env.get(RUN_ENV, "").strip() or None
+            _LINK = RecorderLink(progress, lifeline, env.get(QUESTIONS_ENV) == "1", run)
         return _LINK
