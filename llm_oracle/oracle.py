@@ -72,6 +72,9 @@ from llm_oracle.prompt import render
 from llm_oracle.record.link import (
     STOP_FLUSH_S,
     STOP_IN_FLIGHT_MARGIN_S,
+    AskEvent,
+    DoneEvent,
+    QuestionEvent,
     RecorderLink,
     recorder_link,
 )
@@ -339,16 +342,15 @@ class Oracle:
             reviews = sum(r.purpose is Purpose.EXIT_REVIEW for r in missing.values())
             prompts = [render(r) for r in missing.values()]
             self._link.send(
-                {
-                    "ev": "ask",
-                    "entries": len(missing) - reviews,
-                    "reviews": reviews,
-                    "chars": sum(len(p.system) + len(p.user) for p in prompts),
-                }
+                AskEvent(
+                    entries=len(missing) - reviews,
+                    reviews=reviews,
+                    chars=sum(len(p.system) + len(p.user) for p in prompts),
+                )
             )
             if self._link.questions:
                 for key, request in missing.items():
-                    self._link.send({"ev": "q", "key": key, "request": request.canonical_json()})
+                    self._link.send(QuestionEvent(key=key, request=request.canonical_json()))
         if missing:
             outcomes.update(self._ask(missing, found.unreadable))
         return [outcomes[k] for k in keys]
@@ -406,13 +408,12 @@ class Oracle:
             if self._link is not None:
                 s = self.stats
                 self._link.send(
-                    {
-                        "ev": "done",
-                        "failed": done[key].error_kind is not None,
-                        "calls": s.requests_sent,
-                        "tokens": s.tokens,
-                        "usd": s.cost_usd,
-                    }
+                    DoneEvent(
+                        failed=done[key].error_kind is not None,
+                        calls=s.requests_sent,
+                        tokens=s.tokens,
+                        usd=s.cost_usd,
+                    )
                 )
 
         await asyncio.gather(*(one(k, r) for k, r in missing.items()))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from llm_oracle.record.link import AskEvent, DoneEvent, QuestionEvent
+
 PROGRESS_ENV = "LLM_ORACLE_PROGRESS"
 
 
@@ -79,18 +81,16 @@ class RunProgress:
             total=total, desc="record", unit="dec", file=file or sys.stderr, mininterval=0.5
         )
 
-    def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("ev")
-        if kind == "ask":
-            self.asked += int(event.get("entries", 0)) + int(event.get("reviews", 0))
+    def event(self, event: AskEvent | QuestionEvent | DoneEvent) -> None:
+        """An event of the child (`llm_oracle.record.link`): asks and settled decisions."""
+        if isinstance(event, AskEvent):
+            self.asked += event.entries + event.reviews
             return
-        if kind != "done":
+        if not isinstance(event, DoneEvent):
             return
         self.done += 1
-        self.failed += bool(event.get("failed"))
-        self.calls = int(event.get("calls", self.calls))
-        self.tokens = int(event.get("tokens", self.tokens))
-        self.usd = float(event.get("usd", self.usd))
+        self.failed += event.failed
+        self.calls, self.tokens, self.usd = event.calls, event.tokens, event.usd
         bar = self._bar
         if bar.total is not None and self.done > bar.total:
             bar.total = self.done

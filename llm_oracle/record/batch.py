@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as day_time
-from typing import Any
 
 from llm_oracle.backends.base import BackendResult, failure
 from llm_oracle.backends.gemini import GeminiBackend
 from llm_oracle.journal import Caps, Journal
 from llm_oracle.models import ErrorKind, JournalEntry, OracleRequest
 from llm_oracle.prompt import render
+from llm_oracle.record.link import AskEvent, DoneEvent, QuestionEvent
 
 BATCH_PRICE_FACTOR = 0.5  # ai.google.dev/gemini-api/docs/batch-mode: 50% of the standard price
 _DONE = {
@@ -54,11 +54,9 @@ class Questions:
 
     requests: dict[str, OracleRequest] = field(default_factory=dict)
 
-    def add(self, event: dict[str, Any]) -> None:
-        if event.get("ev") == "q":
-            self.requests[str(event["key"])] = OracleRequest.model_validate_json(
-                str(event["request"])
-            )
+    def add(self, event: AskEvent | QuestionEvent | DoneEvent) -> None:
+        if isinstance(event, QuestionEvent):
+            self.requests[event.key] = OracleRequest.model_validate_json(event.request)
 
 
 @dataclass(slots=True)

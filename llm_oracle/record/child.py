@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,9 +22,19 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from llm_oracle.record.link import LIFELINE_FD_ENV, PROGRESS_FD_ENV
+from pydantic import ValidationError
 
-Event = dict[str, Any]
+from llm_oracle.record.link import (
+    EVENTS,
+    LIFELINE_FD_ENV,
+    PROGRESS_FD_ENV,
+    AskEvent,
+    DoneEvent,
+    QuestionEvent,
+)
+
+logger = logging.getLogger(__name__)
+Event = AskEvent | QuestionEvent | DoneEvent
 
 
 class Child:
@@ -75,14 +86,23 @@ class Child:
             pass
 
     def _read(self, fd: int) -> None:
+        """Until the child closes the pipe, whatever a line holds: a reader that stopped would
+        let the pipe fill (the child drops progress then, but waits to send questions)."""
+        failed = False
         with os.fdopen(fd, "rb") as stream:
             for line in stream:
                 try:
-                    event = json.loads(line)
-                except ValueError:
+                    event = EVENTS.validate_json(line)
+                except ValidationError:
                     continue
-                if self._on_event is not None and isinstance(event, dict):
+                if self._on_event is None:
+                    continue
+                try:
                     self._on_event(event)
+                except Exception:
+                    if not failed:  # once: the same bug would fill the log
+                        logger.exception("record: handling the child's event %s failed", event)
+                        failed = True
 
     def wait(self, timeout: float | None = None) -> int | None:
         assert self.proc is not None

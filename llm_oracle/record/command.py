@@ -40,7 +40,7 @@ from llm_oracle.record.child import Child
 from llm_oracle.record.emulator import offline_emulator, offline_port
 from llm_oracle.record.estimate import Counted, estimate
 from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
-from llm_oracle.record.link import QUESTIONS_ENV, RUN_ENV, stop_grace_s
+from llm_oracle.record.link import QUESTIONS_ENV, RUN_ENV, RecordEvent, stop_grace_s
 
 EXIT_OK = 0  # every question of the range has an answer
 EXIT_FAILED = 1  # some decisions failed (errors, budget) or nothing could be recorded: run again
@@ -169,7 +169,7 @@ def _run_child(
     args: argparse.Namespace,
     config: dict[str, Any],
     grace_s: float,
-    on_event: Callable[[dict[str, Any]], None],
+    on_event: Callable[[RecordEvent], None],
     what: str,
     env: dict[str, str] | None = None,
 ) -> _Run:

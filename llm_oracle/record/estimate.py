@@ -20,6 +20,7 @@ from llm_oracle.backends.gemini import cost_usd
 from llm_oracle.config import TIER_PRICE_FACTOR, BackendName, GeminiTier, OracleConfig
 from llm_oracle.journal import Journal
 from llm_oracle.models import Usage
+from llm_oracle.record.link import AskEvent, DoneEvent, QuestionEvent
 
 CHARS_PER_TOKEN = 4.0  # rough for English and numbers; used only without measured answers
 ASSUMED_ANSWER_TOKENS = 150  # output + thinking of one decision at thinking_level low (a guess)
@@ -36,11 +37,11 @@ class Counted:
     def decisions(self) -> int:
         return self.entries + self.reviews
 
-    def add(self, event: dict[str, object]) -> None:
-        if event.get("ev") == "ask":
-            self.entries += int(event.get("entries", 0))  # type: ignore[call-overload]
-            self.reviews += int(event.get("reviews", 0))  # type: ignore[call-overload]
-            self.chars += int(event.get("chars", 0))  # type: ignore[call-overload]
+    def add(self, event: AskEvent | QuestionEvent | DoneEvent) -> None:
+        if isinstance(event, AskEvent):
+            self.entries += event.entries
+            self.reviews += event.reviews
+            self.chars += event.chars
 
 
 @dataclass(frozen=True, slots=True)

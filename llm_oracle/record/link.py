@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,37 @@ def stop_grace_s(timeout_s: float) -> float:
     return child_shutdown_s(timeout_s) + _PARENT_MARGIN_S
 
 
+class AskEvent(BaseModel):
+    """A batch of misses the oracle is about to ask (counted for the estimate and the bar)."""
+
+    ev: Literal["ask"] = "ask"
+    entries: int = Field(ge=0)
+    reviews: int = Field(ge=0)
+    chars: int = Field(ge=0)
+
+
+class QuestionEvent(BaseModel):
+    """One missed question itself (with LLM_ORACLE_RECORD_QUESTIONS=1), for a batch job."""
+
+    ev: Literal["q"] = "q"
+    key: str
+    request: str  # the request's canonical JSON
+
+
+class DoneEvent(BaseModel):
+    """One decision settled, with the run's calls, tokens and USD so far (progress only)."""
+
+    ev: Literal["done"] = "done"
+    failed: bool
+    calls: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    usd: float = Field(ge=0)
+
+
+RecordEvent = Annotated[AskEvent | QuestionEvent | DoneEvent, Field(discriminator="ev")]
+EVENTS: TypeAdapter[AskEvent | QuestionEvent | DoneEvent] = TypeAdapter(RecordEvent)
+
+
 def _fd(env: Mapping[str, str], name: str) -> int | None:
     value = env.get(name, "").strip()
     if not value.isdigit():
@@ -70,20 +103,46 @@ class RecorderLink:
         self._progress_fd = progress_fd
         self._lifeline_fd = lifeline_fd
         self._lock = threading.Lock()
+        self.dropped = 0  # progress events left out while `record` was not reading
+        if progress_fd is not None:
+            os.set_blocking(progress_fd, False)  # a full pipe must never block the oracle
         self._watchers: list[Callable[[], None]] = []
         self._watching = False
 
-    def send(self, event: dict[str, Any]) -> None:
-        """One event line to `record`; never raises (a gone reader is the lifeline's business)."""
+    def send(self, event: AskEvent | QuestionEvent | DoneEvent) -> None:
+        """One event line to `record`; never raises (a gone reader is the lifeline's business).
+
+        Progress (`DoneEvent`, sent from the oracle's event loop) never waits: while the pipe
+        is full, or another thread is writing, it is dropped. Questions and asks (sent from
+        Freqtrade's thread) must all arrive: they wait for room, a line at a time."""
         if self._progress_fd is None:
             return
-        data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        with self._lock:  # one writer at a time: lines never interleave
-            try:
-                while data and self._progress_fd is not None:
+        data = (event.model_dump_json() + "\n").encode()
+        whole = len(data)
+        droppable = isinstance(event, DoneEvent)
+        if not self._lock.acquire(blocking=not droppable):  # lines never interleave
+            self.dropped += 1
+            return
+        try:
+            while data and self._progress_fd is not None:
+                try:
                     data = data[os.write(self._progress_fd, data) :]
-            except OSError:
+                except BlockingIOError:
+                    if droppable and len(data) == whole:
+                        self.dropped += 1  # nothing of the line written yet: leave it out
+                        return
+                    self._wait_writable()
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
                 self._progress_fd = None
+        finally:
+            self._lock.release()
+
+    def _wait_writable(self) -> None:
+        import select
+
+        assert self._progress_fd is not None
+        select.select([], [self._progress_fd], [], 1.0)
 
     def watch(self, on_lost: Callable[[], None]) -> None:
         """Call `on_lost` (on a daemon thread) once `record` is gone."""
