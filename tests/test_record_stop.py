@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from llm_oracle.journal import Journal
 from llm_oracle.models import OracleRequest
 from llm_oracle.prompt import render
 from tests.factories import ROOT
-from tests.fake_gemini import FakeGemini, Ok, Slow, start_fake_gemini
+from tests.fake_gemini import FakeGemini, Hang, Ok, Slow, start_fake_gemini
 from tests.freqtrade_run import offline_overlay
 
 pytestmark = pytest.mark.integration
@@ -155,7 +154,6 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         userdir = tmp_path / "user_data"
         command = record_command(overlay, userdir, sample_datadir, "--no-count")
         fake.default = Slow(0.3)
-        temp_before = set(Path(tempfile.gettempdir()).glob("llm-oracle-record-*"))
 
         # 1. SIGTERM: record stops its child (which settles what is in flight) and says so.
         code, at_signal, after = _stop_mid_run(
@@ -167,7 +165,9 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         with Journal(journal, create=False) as j:
             assert j.count(errors=True) == 0 and j.count() > 0
             assert j.reservations() == []  # in-flight answers were journaled, nothing dangling
-        assert set(Path(tempfile.gettempdir()).glob("llm-oracle-record-*")) <= temp_before
+            # The summary counts what this run journaled, in-flight answers included.
+            summary = _RECORDED.search((tmp_path / "1.log").read_text())
+            assert summary and int(summary.group(1)) == j.count()
 
         # 2. kill -9 of record alone (not its group): the child sees its lifeline break.
         code, at_kill, after = _stop_mid_run(
@@ -177,6 +177,28 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         assert after - at_kill <= CONCURRENCY
         # Nothing more arrives: the only process that could send is gone.
         assert fake.count == after
+
+        # 2b. A second signal does not wait for hanging calls: the child group is killed.
+        fake.default = Hang()
+        log = tmp_path / "2b.log"
+        before = fake.count
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                command, cwd=tmp_path, env=record_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            child = int(poll(lambda: _CHILD.search(log.read_text()), 120, "the child").group(1))
+            assert fake.wait_for(requests=before + 1, timeout=120), log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            poll(lambda: "a second signal kills it now" in log.read_text(), 30, "the stop")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+            assert f"freqtrade (pid {child}) killed" in log.read_text(), log.read_text()[-3000:]
+            poll(lambda: group_gone(child), 30, "its process group to end")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            fake.release()
         answered = _answered_prompts(journal)
         sent_before = fake.count
 

@@ -216,6 +216,12 @@ def _run_child(
                 if code is None and signals.event.is_set():  # a second signal: no more grace
                     child.signal_group(signal.SIGKILL)
                     code = child.wait(5.0)
+                    print(
+                        f"llm-oracle record: second signal: freqtrade (pid {child.pid}) killed; "
+                        "requests in flight were not journaled",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             code = child.stop(0) if code is None else code
         finally:
             child.stop(0)  # never leave the group behind, whatever happened here
