@@ -30,6 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every row of the README's benchmark table (about 25 minutes on 2 cores).
 bench: $(STAMP)
 	$(BIN)/python bench/replay_overhead.py
 	$(BIN)/python bench/oracle_live.py
+	$(BIN)/python bench/report_sample.py
+	$(BIN)/python bench/record_cost.py
