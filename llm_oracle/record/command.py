@@ -37,7 +37,7 @@ from llm_oracle.models import Purpose
 from llm_oracle.progress import RunProgress
 from llm_oracle.record.batch import BATCH_PRICE_FACTOR, BatchRecorder, Questions
 from llm_oracle.record.child import Child
-from llm_oracle.record.emulator import offline_emulator, offline_port
+from llm_oracle.record.emulator import offline_emulator, offline_port, repoint
 from llm_oracle.record.estimate import Counted, estimate
 from llm_oracle.record.files import deep_merge, freqtrade_executable, load_freqtrade_config
 from llm_oracle.record.link import QUESTIONS_ENV, RUN_ENV, RecordEvent, stop_grace_s
@@ -309,9 +309,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         port = offline_port(raw)
         if port is not None:
-            print(
-                f"llm-oracle record: {stack.enter_context(offline_emulator(port))}", file=sys.stderr
-            )
+            line, used = stack.enter_context(offline_emulator(port))
+            print(f"llm-oracle record: {line}", file=sys.stderr)
+            raw = repoint(raw, used)
         total: int | None = None
         # A batch recording counts in each of its rounds.
         if args.estimate or not (args.no_count or args.tier == BATCH_TIER):
