@@ -246,8 +246,6 @@ class Oracle:
         self._measured: tuple[float, Usage | None] | None = None  # (when, mean usage)
         self._stopping = False
         self._in_flight = 0
-        # Reservations of the requests in flight, by key: a wedged batch's rows take them over.
-        self._held: dict[str, int] = {}
         source = getattr(self.backend, "source", self.backend)
         if limits and isinstance(source, GeminiBackend):
             source.retry_gate = self._retry_gate
@@ -383,12 +381,13 @@ class Oracle:
         except FutureTimeout:
             for key, request in missing.items():
                 if key not in done:
-                    # The request's reservation (if it got one) goes with its row: counted once.
-                    reservation = self._held.pop(key, None)
-                    result = failure(ErrorKind.TIMEOUT, "oracle loop wedged")
+                    # Its task still owns what it sent: its own row takes its reservation over
+                    # if it ever finishes, its cancellation keeps the request counted. This row
+                    # only says why the candle got the fallback (nothing counted twice).
+                    result = failure(ErrorKind.TIMEOUT, "oracle loop wedged", attempts=0)
                     outcome, entry = self._conclude(key, request, result)
                     if entry is not None:
-                        self._backlog.append((entry, frozenset(), reservation))
+                        self._backlog.append((entry, frozenset(), None))
                         self._writer.submit(self._drain)
                     done[key] = outcome
         return done
@@ -468,20 +467,14 @@ class Oracle:
                     key, request, _stopped(), deadline, supersede, reservation=reservation
                 )
             _RESERVATION.set(reservation)
-            if reservation is not None:
-                self._held[key] = reservation
             try:
                 result = await self._call(request, deadline)
             except BaseException:  # cancelled (wedged loop)
                 if self.guard:
                     self.guard.settle(Spend(), ErrorKind.TIMEOUT)
-                # The wedge row takes the reservation over; if it was not there to take it,
-                # keep one request counted (it may have been sent) and stop asking.
-                held = self._held.pop(key, None)
-                if held is not None:
-                    self._budget_submit(self._release, held, 1)
+                if reservation is not None:  # it may have been sent: one request stays counted
+                    self._budget_submit(self._release, reservation, 1)
                 raise
-            self._held.pop(key, None)
             return await self._finish(
                 key, request, result, deadline, supersede, admitted, reservation
             )

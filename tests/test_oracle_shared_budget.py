@@ -6,6 +6,7 @@ standing for another process that holds the journal's write lock.
   reservation waits at most half a second, then this process's own ledger decides (announced).
 - A request in flight is reserved with its expected tokens and USD, until its own deadline.
 - A recording stopped while a request waits for its reservation sends nothing and keeps nothing.
+- A request cut off by a wedged loop is counted once (its row takes its reservation over).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from llm_oracle.backends import Backend, BackendResult
+from llm_oracle.backends.base import BackendIdentity
+from llm_oracle.config import LimitsConfig, load_config
 from llm_oracle.journal import Journal
-from llm_oracle.models import DecisionSource
-from llm_oracle.oracle import Outcome
+from llm_oracle.models import Action, DecisionSource, ErrorKind, OracleDecision, OracleRequest
+from llm_oracle.oracle import Oracle, Outcome
 from tests.factories import make_request
 from tests.fake_gemini import FakeGemini, Hang
 from tests.gemini_helpers import fake_gemini_env, make_oracle
@@ -115,3 +119,37 @@ def test_a_recording_stopped_while_reserving_sends_nothing(
     assert done and done[0].decision.reasoning == "recording stopped"
     with Journal(tmp_path / "j.sqlite", create=False) as j:
         assert j.reservations() == [] and j.count() == 0
+
+
+class _Blocking(Backend):
+    """A paid backend stuck in blocking code (it wedges the oracle's loop) for `block_s`."""
+
+    limits = LimitsConfig(concurrency=1, rpm=60_000, rpm_burst=100)
+
+    def __init__(self, block_s: float) -> None:
+        self.identity = BackendIdentity("blocking", "b-1", "v1")
+        self.block_s = block_s
+
+    async def decide(self, request: OracleRequest, deadline: float | None = None) -> BackendResult:
+        time.sleep(self.block_s)  # the bug under test: blocking code on the event loop
+        decision = OracleDecision(action=Action.LONG, confidence=0.8, stop_loss=0.01)
+        return BackendResult(decision=decision)
+
+
+def test_a_wedged_request_is_counted_once(tmp_path: Path) -> None:
+    """The candle gets the fallback at once; the request is counted once (the wedge row counts
+    nothing: the request's task accounts for what it sent)."""
+    config = load_config({"backend": "rules", "timeout_s": 1, "fallback": "hold"})
+    oracle = Oracle(config, Journal(tmp_path / "j.sqlite"), _Blocking(block_s=3.0))
+    try:
+        outcome = oracle.decide_many([make_request()])[0]
+    finally:
+        oracle.close()
+    assert outcome.error_kind is ErrorKind.TIMEOUT
+    today = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    with Journal(tmp_path / "j.sqlite", create=False) as j:
+        # Whether its answer row took the reservation over, or its cancellation kept the
+        # reservation as one request sent (which of the two depends on when the loop frees).
+        assert j.spend_since("blocking", today)[0] == 1
+        kinds = j.query("SELECT error_kind, attempts FROM decisions ORDER BY id")
+        assert ("timeout", 0) in kinds, kinds
