@@ -256,6 +256,8 @@ class FakeGemini:
     # or `record` killed in between): the handler waits for `release()`.
     batch_create_hang: bool = False
     batch_display_names: dict[str, str] = field(default_factory=dict)
+    # The state a finished job reports (Vertex also has JOB_STATE_PARTIALLY_SUCCEEDED).
+    batch_final_state: str = "BATCH_STATE_SUCCEEDED"
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _release: threading.Event = field(default_factory=threading.Event)
 
@@ -466,7 +468,7 @@ class FakeGemini:
                 )
             responses.append({"response": _answer(text, model), "metadata": item.get("metadata")})
         output = {"inlinedResponses": {"inlinedResponses": responses}}
-        done = {"state": "BATCH_STATE_SUCCEEDED", "output": output}
+        done = {"state": self.batch_final_state, "output": output}
         return 200, {"name": name, "metadata": done}, False
 
     @staticmethod

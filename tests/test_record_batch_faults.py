@@ -13,7 +13,7 @@ The job is journaled as an intent under a unique display name before it is creat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -35,7 +35,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
     yield from fake_gemini_env(monkeypatch)
 
 
-def _recorder(fake: FakeGemini, journal: Journal, caps: Caps | None = None) -> BatchRecorder:
+def _recorder(
+    fake: FakeGemini,
+    journal: Journal,
+    caps: Caps | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> BatchRecorder:
     cfg = load_config(gemini_config(fake, timeout_s=2))
     said: list[str] = []
     return BatchRecorder(
@@ -43,7 +48,7 @@ def _recorder(fake: FakeGemini, journal: Journal, caps: Caps | None = None) -> B
         journal,
         caps or Caps(),
         poll_s=0.01,
-        stop=lambda: False,
+        stop=stop,
         say=said.append,
     )
 
@@ -143,3 +148,18 @@ def test_a_job_collected_the_next_day_is_charged_to_its_reservation_day(
         today = datetime.combine(datetime.now(UTC).date(), time(0), tzinfo=UTC)
         assert journal.spend_since("gemini", today)[0] == 0
         assert journal.spend_since("gemini", today - timedelta(days=1))[0] == 2
+
+
+def test_a_partly_successful_job_is_done_and_collected(tmp_path: Path, fake: FakeGemini) -> None:
+    fake.batch_polls = 1
+    fake.batch_final_state = "JOB_STATE_PARTIALLY_SUCCEEDED"
+    with Journal(tmp_path / "j.sqlite") as journal:
+        looks = iter(range(100))
+        # A job never seen as done would stop polling here (and fail below).
+        recorder = _recorder(fake, journal, stop=lambda: next(looks, 100) >= 99)
+        questions = _questions(recorder, 2)
+        held, _ = recorder.reserve(questions)
+        name = asyncio.run(recorder.submit(questions, held))
+        found = asyncio.run(recorder.collect(name))
+        assert found is not None and found.state == "JOB_STATE_PARTIALLY_SUCCEEDED"
+        assert found.answers == 2 and journal.open_batch_jobs("gemini", MODEL) == []
