@@ -38,26 +38,25 @@ import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from datetime import time as day_start
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from llm_oracle.backends import Backend, BackendResult, RulesBackend, build_backend, failure
 from llm_oracle.backends.gemini import GeminiBackend, api_key_from_env
 from llm_oracle.config import FallbackPolicy, LimitsConfig, OracleConfig
-from llm_oracle.journal import Caps, Journal, JournalError, JournalProblem, Lookup, Reserved
+from llm_oracle.journal import Journal, JournalError, JournalProblem, Lookup
 from llm_oracle.limits import (
     CircuitBreaker,
     DailyBudget,
-    Refusal,
     Spend,
     SpendGuard,
     acquire_before,
 )
+from llm_oracle.limits.shared import SharedBudget
 from llm_oracle.models import (
     DecisionSource,
     ErrorKind,
@@ -65,7 +64,6 @@ from llm_oracle.models import (
     OracleDecision,
     OracleRequest,
     Purpose,
-    Usage,
 )
 from llm_oracle.progress import Progress, ProgressCallback, TqdmProgress, progress_wanted
 from llm_oracle.prompt import render
@@ -89,15 +87,6 @@ _UNRECORDED_MAX = 10_000  # answers kept in memory while the journal cannot take
 # Live, a journal write gets at least this long even at the deadline (a commit takes ~1 ms);
 # a slower disk finishes it in the background while memory serves the answer.
 _WRITE_FLOOR_S = 0.1
-# How often a question another process is asking is looked up in the journal.
-_OTHER_POLL_S = 0.1
-# Live, a reservation waits at most this long for the journal's lock (and at most half of what
-# is left before the deadline): a locked journal leaves the budget to this process's ledger.
-_RESERVE_BUSY_S = 0.5
-# After the journal could not take a reservation, this process's ledger alone decides this long.
-_SHARED_PAUSE_S = 5.0
-# Measured tokens and USD of an answer (for reservations' estimates) are re-read this often.
-_MEASURE_EVERY_S = 60.0
 # Exit code of a recording child whose `record` is gone (as if SIGTERM had ended it).
 EXIT_RECORDER_GONE = 143
 # The journal reservation of the request this task is making (read by the retry gate).
@@ -238,12 +227,20 @@ class Oracle:
         self._slots = asyncio.Semaphore(limits.concurrency) if limits else None
         self.guard = self._guard(limits) if limits else None
         # Reservations in the shared journal: their own thread, never the event loop.
-        self._budget_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="llm-oracle-budget"
+        self.shared = (
+            SharedBudget(
+                journal,
+                self.backend,
+                self.guard,
+                timeout_s=config.timeout_s,
+                margin_s=_BACKEND_GRACE_S + _WEDGE_MARGIN_S,
+                write_floor_s=_WRITE_FLOOR_S,
+                trouble=lambda exc: self._journal_trouble("reserve", exc),
+                works=lambda: self._journal_works("reserve"),
+            )
+            if self.guard is not None
+            else None
         )
-        # Until then (time.monotonic) the journal is not asked for reservations (it failed).
-        self._shared_off_until = 0.0
-        self._measured: tuple[float, Usage | None] | None = None  # (when, mean usage)
         self._stopping = False
         self._in_flight = 0
         source = getattr(self.backend, "source", self.backend)
@@ -439,13 +436,15 @@ class Oracle:
                 refusal = self.guard.admit() if self.guard else None
                 other: int | None = None
                 if refusal is None and self.guard is not None:
-                    refusal, reservation, other = await self._reserve(
+                    assert self.shared is not None
+                    refusal, reservation, other = await self.shared.reserve(
                         key, request, deadline, dedupe
                     )
                 if other is None:
                     break
                 # Another process asks (or answered) this question: its answer, not a second bill.
-                decision = await self._answer_of_other(key, other, deadline)
+                assert self.shared is not None
+                decision = await self.shared.answer_of_other(key, other, deadline)
                 if decision is not None:
                     self.stats.answered_elsewhere += 1
                     return Outcome(key, decision, DecisionSource.JOURNAL)
@@ -472,8 +471,8 @@ class Oracle:
             except BaseException:  # cancelled (wedged loop)
                 if self.guard:
                     self.guard.settle(Spend(), ErrorKind.TIMEOUT)
-                if reservation is not None:  # it may have been sent: one request stays counted
-                    self._budget_submit(self._release, reservation, 1)
+                if reservation is not None and self.shared is not None:
+                    self.shared.release(reservation, 1)  # it may have been sent: kept counted
                 raise
             return await self._finish(
                 key, request, result, deadline, supersede, admitted, reservation
@@ -483,177 +482,14 @@ class Oracle:
             if self._slots is not None:
                 self._slots.release()
 
-    # --- one budget for every process on the journal ----------------------------------------
-    def _budget_submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run `fn` on the budget thread; here if that is shut down (closing)."""
-        try:
-            self._budget_pool.submit(fn, *args)
-        except RuntimeError:
-            fn(*args)
-
-    def _expires_s(self, deadline: float | None) -> float:
-        """How long a request reserved now may still be asked by this process (its reservation
-        says so to the others): live, the deadline; recording, one decision's time plus a wait
-        for its rate-limit slot."""
-        if deadline is not None:
-            left = deadline - asyncio.get_running_loop().time()
-            return max(0.0, left) + _BACKEND_GRACE_S + _WEDGE_MARGIN_S
-        limits = self.backend.limits
-        wait = 60.0 * limits.concurrency / limits.rpm if limits else 0.0
-        return self.config.timeout_s + _WEDGE_MARGIN_S + wait
-
-    def _estimate(self, request: OracleRequest | None) -> tuple[int, float]:
-        """On the budget thread: tokens and USD a request is reserved with, until its row says
-        what it cost (the journal's recent answers of this model, else a conservative guess)."""
-        source = getattr(self.backend, "source", self.backend)
-        if not isinstance(source, GeminiBackend):
-            return 0, 0.0
-        now = time.monotonic()
-        if self._measured is None or now - self._measured[0] > _MEASURE_EVERY_S:
-            ident = self.backend.identity
-            try:
-                usage = self.journal.mean_usage(ident.name, ident.model)
-            except JournalError:
-                usage = None
-            self._measured = (now, usage)
-        return source.estimate_spend(request, self._measured[1])
-
-    def _reserve_now(
-        self,
-        key: str | None,
-        request: OracleRequest | None,
-        expires_s: float,
-        busy_s: float | None,
-        extend: int | None = None,
-        dedupe: bool = True,
-    ) -> Reserved | JournalError | None:
-        """On the budget thread: one more request against the day's caps, all processes.
-        None: the journal is paused after a failure (this process's ledger decides)."""
-        if time.monotonic() < self._shared_off_until:
-            return None
-        limits = self.backend.limits
-        assert limits is not None
-        budget = limits.budget
-        today = datetime.combine(datetime.now(UTC).date(), day_start(0), tzinfo=UTC)
-        caps = Caps(budget.daily_calls, budget.daily_tokens, budget.daily_usd)
-        try:
-            reserved = self.journal.reserve(
-                self.backend.identity.name,
-                today,
-                caps,
-                key=key,
-                extend=extend,
-                expires_s=expires_s,
-                estimate=self._estimate(request),
-                dedupe=dedupe,
-                busy_s=busy_s,
-            )
-        except JournalError as exc:
-            self._shared_off_until = time.monotonic() + _SHARED_PAUSE_S
-            return exc
-        return reserved
-
-    async def _reserve(
-        self, key: str, request: OracleRequest, deadline: float | None, dedupe: bool = True
-    ) -> tuple[Refusal | None, int | None, int | None]:
-        """Reserve an admitted request in the journal: (refusal when the shared caps are spent,
-        reservation id, reservation of another process asking the same question (-1: it is
-        answered already)). A journal that cannot take it (locked, failing) leaves the local
-        ledger in charge: the request goes out, the failure is announced once."""
-        assert self.guard is not None
-        loop = asyncio.get_running_loop()
-        busy_s = None
-        if deadline is not None:
-            busy_s = min(_RESERVE_BUSY_S, max(0.0, deadline - loop.time()) / 2)
-        future = self._budget_pool.submit(
-            self._reserve_now, key, request, self._expires_s(deadline), busy_s, None, dedupe
-        )
-        try:
-            if deadline is None:
-                reserved = await asyncio.wrap_future(future)
-            else:
-                wait = max(_WRITE_FLOOR_S, deadline - loop.time())
-                reserved = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait)
-        except BaseException as exc:  # too late, or cancelled: a late reservation is released
-            future.add_done_callback(self._release_late)
-            self.guard.budget.settle(Spend())
-            self.guard.breaker.cancel_trial()
-            if not isinstance(exc, TimeoutError):
-                raise
-            detail = "the journal took too long to reserve the request (locked?)"
-            return Refusal(ErrorKind.TIMEOUT, detail), None, None
-        if reserved is None:
-            return None, None, None
-        if isinstance(reserved, JournalError):
-            self._journal_trouble("reserve", reserved)
-            return None, None, None
-        self._journal_works("reserve")
-        if reserved.answered or reserved.asked_by is not None:
-            self.guard.budget.settle(Spend())  # nothing will be sent: give the admission back
-            self.guard.breaker.cancel_trial()
-            return None, None, -1 if reserved.answered else reserved.asked_by
-        if reserved.id is None:
-            return self.guard.refuse_budget(reserved.exhausted or "caps reached"), None, None
-        return None, reserved.id, None
-
-    async def _answer_of_other(
-        self, key: str, other: int, deadline: float | None
-    ) -> OracleDecision | None:
-        """Wait for another process's answer to this question: the answer once it is in the
-        journal; None when that process gave up (ask it here then) or the deadline came."""
-        loop = asyncio.get_running_loop()
-
-        def look() -> tuple[OracleDecision | None, bool]:
-            found = self.journal.lookup([key]).get(key)
-            waiting = other >= 0 and self.journal.reservation_open(other)
-            return found, found is None and waiting
-
-        while True:
-            look_up = asyncio.wrap_future(self._budget_pool.submit(look))
-            try:
-                if deadline is None:
-                    found, waiting = await look_up
-                else:
-                    left = deadline - loop.time()
-                    found, waiting = await asyncio.wait_for(look_up, max(0.0, left))
-            except (JournalError, TimeoutError):
-                return None
-            if found is not None or not waiting:
-                return found
-            if deadline is not None and loop.time() + _OTHER_POLL_S >= deadline:
-                return None
-            await asyncio.sleep(_OTHER_POLL_S)  # a wait on another process, not a sync point
-
-    def _release_late(self, future: Future[Reserved | JournalError | None]) -> None:
-        """A reservation that came back after its caller gave up: nothing was sent for it.
-        A done callback of the budget thread's future (runs without the event loop)."""
-        reserved = None if future.cancelled() or future.exception() else future.result()
-        if isinstance(reserved, Reserved) and reserved.id is not None:
-            self._budget_submit(self._release, reserved.id, 0)
-
-    def _release(self, reservation: int, sent: int) -> None:
-        try:
-            self.journal.release(reservation, sent)
-        except JournalError as exc:
-            logger.debug("releasing reservation %d failed: %s", reservation, exc)
-
     async def _retry_gate(self) -> str | None:
         """Before a retry: None lets it go; a text says why not."""
         if self._stopping:
             return "the recording was stopped"
         reservation = _RESERVATION.get()
-        if reservation is None:
+        if reservation is None or self.shared is None:
             return None
-        recording = self.config.recording
-        expires_s = self._expires_s(None)
-        busy_s = None if recording else _RESERVE_BUSY_S
-        future = self._budget_pool.submit(
-            self._reserve_now, None, None, expires_s, busy_s, reservation
-        )
-        reserved = await asyncio.wrap_future(future)
-        if not isinstance(reserved, Reserved):
-            return None
-        return None if reserved.id is not None else f"daily budget exhausted: {reserved.exhausted}"
+        return await self.shared.extend(reservation, self.config.recording)
 
     # --- the recorder ---------------------------------------------------------------------
     def _recorder_gone(self) -> None:
@@ -710,8 +546,9 @@ class Oracle:
             kind = outcome.error_kind
             if entry is not None:
                 await self._write(entry, supersede, deadline, reservation)
-            elif reservation is not None:  # nothing to journal: keep what was sent, if any
-                self._budget_submit(self._release, reservation, result.attempts)
+            elif reservation is not None and self.shared is not None:
+                # Nothing to journal: keep what was sent, if any.
+                self.shared.release(reservation, result.attempts)
             return outcome
         finally:
             if admitted and self.guard is not None:
@@ -947,7 +784,8 @@ class Oracle:
         self._loop.stop()
         # After the loop: late releases are callbacks of the budget thread's own futures, so
         # they still run here (and never needed the loop).
-        self._budget_pool.shutdown(wait=True)
+        if self.shared is not None:
+            self.shared.close()
         # Queued drains are redundant (the backlog holds their rows): one last drain here, and
         # a journal that is still locked gets seconds, not the full busy timeout.
         self._writer.shutdown(wait=True, cancel_futures=True)

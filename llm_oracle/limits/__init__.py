@@ -4,6 +4,8 @@
 - `breaker`: stop calling after K consecutive failures, for a cooldown.
 - `budget`: daily caps on requests, tokens and USD, seeded from the journal.
 - `guard`: the oracle's gate combining breaker and budget, announcing each switch once.
+- `shared`: the daily budget of every process on a journal (reservations); imported
+  directly, not from here (it needs the journal, and the backends import this package).
 Deadlines are absolute `loop.time()` values; None means "no deadline" (recording).
 """
 
