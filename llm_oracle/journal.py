@@ -23,7 +23,9 @@ Design choices, and why:
   transaction; an answer that lost a race to another process (its key already answered) keeps
   its reservation row as `unrecorded`, with its cost: every request sent stays accounted for.
   A reservation whose process died stays `open` and counts as a request that may have been
-  sent (a budget is never understated).
+  sent (a budget is never understated). An open reservation counts with its estimated tokens and
+  USD (so the token and USD caps hold across processes too) and says until when its owner
+  (host:pid:process start) asks it, so no reader judges that by its own timeout.
 - No secret ever reaches this module: rows hold requests, answers and usage only (scrubbed).
 """
 

@@ -22,7 +22,8 @@ fallback); with `recording` every request waits for its slot, and `timeout_s` bo
 Backends run on one private event loop thread, so async clients keep their connections between
 batches and the caller (Freqtrade's synchronous loop) never waits past the deadline.
 One daily budget for every process on the journal: after the local gate, each request (retries
-too) is reserved in the journal (`Journal.reserve`), and its row takes the reservation over.
+too) is reserved in the journal (`llm_oracle.limits.shared`), and its row takes the reservation
+over.
 Started by `llm-oracle record` (`llm_oracle.record.link`), the oracle reports progress to it and
 watches it: once `record` is gone no request is sent, what is in flight settles, the process ends.
 """
