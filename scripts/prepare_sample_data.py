@@ -40,7 +40,7 @@ def main() -> None:
     derived: list[str] = []
     for base in PAIRS:
         stem = f"{base}_USDT_USDT"
-        for suffix in ("3m-futures", "1h-mark", "1h-funding_rate"):
+        for suffix in ("3m-futures", "1m-futures", "1h-mark", "1h-funding_rate"):
             src = args.source / f"{stem}-{suffix}.feather"
             if src.exists():
                 shutil.copy2(src, args.dest / src.name)
