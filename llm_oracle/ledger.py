@@ -83,6 +83,8 @@ class LossLedger:
         # Freqtrade may report the same exit again (live, it retries a fill whose fee is not
         # known yet, and order_filled comes with it): a trade is accounted for once.
         self._recorded: set[int] = set()
+        # The locks the exits fed to `rebuild` triggered, for `locks_due`.
+        self._replayed_locks: list[Lock] = []
 
     def record_exit(self, trade: ClosedTrade, equity: float) -> list[Lock]:
         """Account for one exit; `equity` is the account equity before this exit's P&L.
@@ -135,10 +137,18 @@ class LossLedger:
         today = utc_day(now)
         start_equity = equity_now - sum(t.profit for t in ordered if utc_day(t.close_time) == today)
         for trade in ordered:
-            ledger.record_exit(trade, start_equity)
+            ledger._replayed_locks += ledger.record_exit(trade, start_equity)
         if ledger.day != today:  # nothing closed today yet: the day starts now
             ledger.day, ledger.day_pnl, ledger.day_start_equity = today, 0.0, equity_now
         return ledger
+
+    def locks_due(self, now: datetime) -> list[Lock]:
+        """The locks of a rebuilt ledger's exits that still run at `now`.
+
+        Freqtrade persists the locks it was given, so a restart needs none of these; they are
+        for an exit whose own lock was never applied (its fill callback failed).
+        """
+        return [lock for lock in self._replayed_locks if lock.until > now]
 
     def reentry_allowed(self, pair: str, side: Side, rate: float, now: datetime) -> bool:
         last = self.last_exits.get(pair)

@@ -65,7 +65,7 @@ from llm_oracle import (
 )
 from llm_oracle.config import NotifyConfig
 from llm_oracle.indicators import windowed_ema
-from llm_oracle.ledger import ClosedTrade, Lock, LossLedger
+from llm_oracle.ledger import ClosedTrade, Lock, LossLedger, utc_day
 from llm_oracle.trade_memory import DecisionMemory, ReviewSchedule
 
 logger = logging.getLogger(__name__)
@@ -911,7 +911,9 @@ class GeminiOracleStrategy(IStrategy):
         equity = self.wallets.get_total_stake_amount() if self.wallets else 0.0
         if open_risk + new_risk > self.money.max_open_risk * equity:
             self._refusals["open risk"] += 1
-            logger.info(
+            # Live, each one is news; a backtest counts them in its summary instead.
+            logger.log(
+                logging.INFO if self._live else logging.DEBUG,
                 "%s: open risk %.2f + %.2f would exceed %.3g%% of equity %.2f; no entry",
                 pair,
                 open_risk,
@@ -957,11 +959,43 @@ class GeminiOracleStrategy(IStrategy):
     def order_filled(
         self, pair: str, trade: Trade, order: Order, current_time: datetime, **kwargs: Any
     ) -> None:
-        if order.ft_order_side == trade.entry_side:
-            if trade.nr_of_successful_entries == 1:
-                self._on_entry(pair, trade)
-        elif order.safe_filled and order.safe_filled >= trade.amount * 0.999:
-            self._on_exit(trade, order, current_time)
+        try:
+            is_entry = order.ft_order_side == trade.entry_side
+            if is_entry:
+                if trade.nr_of_successful_entries == 1:
+                    self._on_entry(pair, trade)
+            elif order.safe_filled and order.safe_filled >= trade.amount * 0.999:
+                self._on_exit(trade, order, current_time)
+        except Exception:
+            # Freqtrade swallows errors here. An entry whose decision was not remembered keeps
+            # the hard stop (custom_stoploss finds no risk record); an exit the ledger did not
+            # count could hide a daily-loss or stop-streak lock, so entries stop instead.
+            logger.exception("%s: order_filled failed", pair)
+            self._refusals["callback error"] += 1
+            self._ledger_failed(pair, current_time)
+
+    def _ledger_failed(self, pair: str, now: datetime) -> None:
+        """An exit fill could not be accounted for: no new entry until the ledger is sound.
+
+        Live, the ledger is rebuilt from the trade database (the exit is in it); its locks are
+        those the rebuilt day and streak demand. Where that fails too, or in a backtest, every
+        pair is locked until the next UTC midnight: a lost loss must never allow more risk.
+        """
+        if self._live:
+            try:
+                self._rebuild_ledger()
+                for lock in self._ledger.locks_due(now):
+                    _lock_all(lock)
+                logger.warning("%s: risk ledger rebuilt after a failed fill callback", pair)
+                return
+            except Exception:
+                logger.exception("%s: risk ledger rebuild failed too", pair)
+        until = utc_day(now) + timedelta(days=1)
+        reason = "risk ledger error: an exit was not accounted for; entries paused"
+        _lock_all(Lock(now, until, reason))
+        logger.error("%s: %s until %s (check the log, then /unlock)", pair, reason, until)
+        if self._live and self.dp is not None:
+            self.dp.send_msg(notify.lock_text(until, reason))
 
     def _on_entry(self, pair: str, trade: Trade) -> None:
         decision = self._decision_at(pair, trade.open_date_utc)

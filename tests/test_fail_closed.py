@@ -208,3 +208,46 @@ def test_an_after_fill_call_never_loosens_a_trailed_stop(strategy_class: type) -
     refill = strategy.custom_stoploss("BTC/USDT:USDT", trade, NOW, 100.25, 0.002, after_fill=True)
     assert later == pytest.approx(1 - 99.0 / 100.25)  # the initial stop (Freqtrade keeps the max)
     assert refill == pytest.approx(1 - 100.15 / 100.25)  # after a fill: not back to 99
+
+
+def test_a_failing_exit_fill_rebuilds_the_ledger_live(strategy_class: type, monkeypatch) -> None:
+    """Freqtrade swallows an error in order_filled: the exit must still reach the ledger."""
+    from types import SimpleNamespace
+
+    import GeminiOracleStrategy as module
+
+    strategy = live_strategy(strategy_class)
+    losing = [closed_trade(id=i, close_date=NOW, close_date_utc=NOW) for i in (1, 2, 3)]
+    applied: list[Any] = []
+    monkeypatch.setattr(module, "_lock_all", applied.append)
+    monkeypatch.setattr(module.Trade, "get_trades_proxy", staticmethod(lambda **kw: losing))
+
+    def broken_bookkeeping(*args: Any) -> None:
+        raise RuntimeError("injected exit bookkeeping failure")
+
+    strategy._on_exit = broken_bookkeeping
+    order = SimpleNamespace(ft_order_side="stoploss", safe_filled=0.01, safe_price=99_000.0)
+    strategy.order_filled("BTC/USDT:USDT", losing[-1], order, NOW)
+    # Three losing stops in the database: the rebuilt ledger demands the streak's pause.
+    assert [lock.reason for lock in applied] == ["3 consecutive stop-losses: pause"]
+    assert strategy._refusals["callback error"] == 1
+
+
+def test_a_failing_exit_fill_without_a_ledger_pauses_every_entry(
+    strategy_class: type, monkeypatch, caplog
+) -> None:
+    from types import SimpleNamespace
+
+    import GeminiOracleStrategy as module
+
+    strategy = make(strategy_class)  # a backtest: nothing to rebuild from
+    applied: list[Any] = []
+    monkeypatch.setattr(module, "_lock_all", applied.append)
+    strategy._ledger = Broken()
+    caplog.set_level(logging.ERROR)
+    order = SimpleNamespace(ft_order_side="stoploss", safe_filled=0.01, safe_price=99_000.0)
+    strategy.order_filled("BTC/USDT:USDT", closed_trade(), order, NOW)
+    (lock,) = applied
+    assert lock.start == NOW and lock.until == datetime(2025, 6, 11, tzinfo=UTC)
+    assert "risk ledger error" in lock.reason
+    assert any("order_filled failed" in r.getMessage() for r in caplog.records)

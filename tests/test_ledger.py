@@ -109,11 +109,14 @@ def test_rebuild_equals_one_exit_at_a_time(rows: list[tuple[float, float, str]])
     start = 10_000.0
     live = LossLedger(RULES, locks_on=True)
     equity = start
+    locks = []
     for trade in trades:
         # One by one, the day's base is the equity before its first exit.
-        live.record_exit(trade, equity)
+        locks += live.record_exit(trade, equity)
         equity += trade.profit
     rebuilt = LossLedger.rebuild(RULES, reversed(trades), equity, now, locks_on=True)
+    # An exit whose own locks were lost (failed fill callback) gets them back from the rebuild.
+    assert rebuilt.locks_due(now) == [lock for lock in locks if lock.until > now]
     assert rebuilt.stop_streak == live.stop_streak
     assert rebuilt.last_exits == live.last_exits
     assert rebuilt.day == live.day == utc_day(now)
