@@ -11,7 +11,7 @@ from llm_oracle.backends import (
     build_backend,
 )
 from llm_oracle.config import OracleConfig, OracleConfigError, load_config
-from llm_oracle.features import entry_requests, exit_review_request
+from llm_oracle.features import FrameArrays, entry_requests, exit_review_at, exit_review_request
 from llm_oracle.journal import Journal, JournalError, JournalProblem, check_journal
 from llm_oracle.models import (
     Action,
@@ -38,6 +38,7 @@ __all__ = [
     "DecisionSource",
     "ErrorKind",
     "Fees",
+    "FrameArrays",
     "GeminiBackend",
     "Journal",
     "JournalEntry",
@@ -58,6 +59,7 @@ __all__ = [
     "check_journal",
     "decision_key",
     "entry_requests",
+    "exit_review_at",
     "exit_review_request",
     "load_config",
     "open_oracle",

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from llm_oracle.models import (
+    PCT_DECIMALS,
+    RATIO_DECIMALS,
     Candle,
     Fees,
     Indicators,
@@ -72,16 +74,25 @@ class FrameArrays:
         volume = self.cols["volume"][window]
         mean_volume = float(volume.mean())
         vol_rel = volume / mean_volume if mean_volume > 0 else np.zeros_like(volume)
-        return tuple(
-            Candle(o=o, h=h, l=lo, c=c, v=v)
-            for o, h, lo, c, v in zip(
-                rel["open"].tolist(),
-                rel["high"].tolist(),
-                rel["low"].tolist(),
-                rel["close"].tolist(),
-                vol_rel.tolist(),
-                strict=True,
+        columns = (rel["open"], rel["high"], rel["low"], rel["close"], vol_rel)
+        if not (all(np.isfinite(col).all() for col in columns) and (vol_rel >= 0).all()):
+            # Let validation say what is wrong with such a window.
+            return tuple(
+                Candle(o=o, h=h, l=lo, c=c, v=v)
+                for o, h, lo, c, v in zip(*(col.tolist() for col in columns), strict=True)
             )
+        # The values are known to be valid: round them as the model's validators do and skip
+        # validation, the largest cost of building a request (24 candles each).
+        pct, ratio = PCT_DECIMALS, RATIO_DECIMALS
+        return tuple(
+            Candle.model_construct(
+                o=round(o, pct) + 0.0,
+                h=round(h, pct) + 0.0,
+                l=round(lo, pct) + 0.0,
+                c=round(c, pct) + 0.0,
+                v=round(v, ratio) + 0.0,
+            )
+            for o, h, lo, c, v in zip(*(col.tolist() for col in columns), strict=True)
         )
 
     def indicators(self, row: int) -> Indicators:
@@ -108,7 +119,7 @@ class FrameArrays:
 
 
 def entry_requests(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | FrameArrays,
     rows: Sequence[int],
     sides: Sequence[Side],
     fees: Fees,
@@ -116,8 +127,11 @@ def entry_requests(
     timeframe: str,
     n_candles: int,
 ) -> list[tuple[int, OracleRequest]]:
-    """Entry requests for the given candidate rows; rows without enough history are skipped."""
-    arrays = FrameArrays(frame)
+    """Entry requests for the given candidate rows; rows without enough history are skipped.
+
+    `frame` may be the frame's `FrameArrays`, when the caller keeps them for later requests.
+    """
+    arrays = frame if isinstance(frame, FrameArrays) else FrameArrays(frame)
     out: list[tuple[int, OracleRequest]] = []
     for row, side in zip(rows, sides, strict=True):
         if not arrays.ready(row, n_candles):
@@ -148,7 +162,22 @@ def exit_review_request(
 ) -> OracleRequest | None:
     """Exit review of an open position at the frame's last row (None without enough data)."""
     arrays = FrameArrays(frame.iloc[-n_candles:])  # only the window: the frame may be long
-    row = arrays.length - 1
+    return exit_review_at(
+        arrays, arrays.length - 1, position, fees, timeframe=timeframe, n_candles=n_candles
+    )
+
+
+def exit_review_at(
+    arrays: FrameArrays,
+    row: int,
+    position: Position,
+    fees: Fees,
+    *,
+    timeframe: str,
+    n_candles: int,
+) -> OracleRequest | None:
+    """Exit review at `row` of arrays kept for the whole frame: the same request as
+    `exit_review_request` on the frame cut after `row` (it reads rows up to `row` only)."""
     if not arrays.ready(row, n_candles):
         return None
     return OracleRequest(

@@ -47,6 +47,7 @@ from llm_oracle import (
     Action,
     DecisionSource,
     Fees,
+    FrameArrays,
     JournalError,
     Oracle,
     OracleConfigError,
@@ -55,7 +56,7 @@ from llm_oracle import (
     Side,
     entry_requests,
     exit_hooks,
-    exit_review_request,
+    exit_review_at,
     load_config,
     log_redaction,
     notify,
@@ -183,7 +184,8 @@ class GeminiOracleStrategy(IStrategy):
         self._prefetched: dict[str, datetime] = {}
         self._schedule: ReviewSchedule | None = None
         self._last_loop: datetime | None = None
-        self._frames: dict[str, pd.DataFrame] = {}
+        # Backtests: each pair's frame as arrays and its candle times (int64 ns), for reviews.
+        self._frames: dict[str, tuple[FrameArrays, np.ndarray]] = {}
         # Live: the oracle's answers by candle, painted into every new frame for FreqUI; pairs
         # whose earlier candidates were looked up in the journal; the last daily summary's day.
         self._marks = ui_columns.CandleMarks()
@@ -356,14 +358,16 @@ class GeminiOracleStrategy(IStrategy):
             held = schedule.due(trade.id, entry_candle, closed)
             if held is None:
                 continue
-            df = self._frame_until(trade.pair, closed)
-            if df is None:
+            at = self._frame_until(trade.pair, closed, oracle.config.prompt_candles)
+            if at is None:
                 continue  # live: not analysed yet; the next loop of this candle will see it
-            close = float(df["close"].iloc[-1])
+            arrays, row, df = at
+            close = float(arrays.cols["close"][row])
             reference = float((self._risk_of(trade) or _NO_RISK).signal_close or trade.open_rate)
             move = close / reference - 1.0
-            request = exit_review_request(
-                df,
+            request = exit_review_at(
+                arrays,
+                row,
                 Position(
                     side=_side_of(trade),
                     profit_pct=(-move if trade.is_short else move) * trade.leverage * 100,
@@ -421,24 +425,33 @@ class GeminiOracleStrategy(IStrategy):
                 )
             )
 
-    def _frame_until(self, pair: str, candle: datetime) -> pd.DataFrame | None:
-        """The analysed frame of `pair` ending with `candle`, or None if it has not got there.
+    def _frame_until(
+        self, pair: str, candle: datetime, n_candles: int
+    ) -> tuple[FrameArrays, int, pd.DataFrame | None] | None:
+        """The analysed frame of `pair` at `candle`: its arrays, the row, and (live) the frame.
 
-        Live that is Freqtrade's newest analysis. In backtests Freqtrade's frame at loop start
-        still ends one candle earlier than live, so the full frame kept from
-        populate_entry_trend is cut at `candle` (closed at loop time: no look-ahead).
+        None if the frame has not got there. Live that is Freqtrade's newest analysis, whose
+        last row must be `candle`. In backtests Freqtrade's frame at loop start still ends one
+        candle earlier than live, so the arrays of the full frame kept from
+        populate_entry_trend are read at `candle`'s row (closed at loop time: no look-ahead;
+        a request reads nothing after its row).
         """
         if self._live:
             df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
-            ok = df is not None and not df.empty and df["date"].iloc[-1] == candle
-            return df if ok else None
-        df = self._frames.get(pair)
-        if df is None:
+            if df is None or df.empty or df["date"].iloc[-1] != candle:
+                return None
+            window = df.iloc[-n_candles:]  # only the window: the frame is long
+            arrays = FrameArrays(window)
+            return arrays, arrays.length - 1, df
+        kept = self._frames.get(pair)
+        if kept is None:
             return None
-        end = int(df["date"].searchsorted(pd.Timestamp(candle), side="right"))
-        if end == 0 or df["date"].iat[end - 1] != candle:
+        arrays, dates = kept
+        wanted = pd.Timestamp(candle).as_unit("ns").value
+        row = int(np.searchsorted(dates, wanted, side="right")) - 1
+        if row < 0 or dates[row] != wanted:
             return None
-        return df.iloc[:end]
+        return arrays, row, None
 
     def _prefetch_entries(self) -> None:
         """Ask about every pair's newest candidate at once, before Freqtrade analyses pairs.
@@ -470,7 +483,12 @@ class GeminiOracleStrategy(IStrategy):
             self._decide(oracle, asked)
 
     def _entry_requests(
-        self, oracle: Oracle, df: pd.DataFrame, rows: list[int], sides: list[Side], pair: str
+        self,
+        oracle: Oracle,
+        df: pd.DataFrame | FrameArrays,
+        rows: list[int],
+        sides: list[Side],
+        pair: str,
     ) -> list[tuple[int, Any]]:
         return entry_requests(
             df,
@@ -658,8 +676,12 @@ class GeminiOracleStrategy(IStrategy):
         close = dataframe["close"].to_numpy(dtype=float)
         dataframe[ui_columns.CANDIDATE] = np.where(either, close, np.nan)
         oracle = self._ensure_oracle()
-        if not self._live:
-            self._frames[pair] = dataframe  # exit reviews read it (see _frame_until)
+        arrays = None
+        if not self._live and oracle is not None:
+            # Exit reviews read the whole frame's arrays at their candle (see _frame_until).
+            arrays = FrameArrays(dataframe)
+            dates = pd.DatetimeIndex(dataframe["date"]).as_unit("ns").asi8
+            self._frames[pair] = (arrays, dates)
         if oracle is None:
             for side, mask in ((Side.LONG, long_c), (Side.SHORT, short_c)):
                 rows = np.flatnonzero(mask.to_numpy()).tolist()
@@ -676,7 +698,9 @@ class GeminiOracleStrategy(IStrategy):
             # Startup candles are never traded, and their indicators are still warming up.
             rows = rows[rows >= self.startup_candle_count]
         sides = [Side.LONG if long_c.iat[i] else Side.SHORT for i in rows]
-        asked = self._entry_requests(oracle, dataframe, rows.tolist(), sides, pair)
+        asked = self._entry_requests(
+            oracle, arrays if arrays is not None else dataframe, rows.tolist(), sides, pair
+        )
         if asked:
             self._enter_on(oracle, pair, dataframe, asked)
         if self._live:
