@@ -34,5 +34,5 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/replay_overhead.py
 	$(BIN)/python bench/oracle_live.py
-	$(BIN)/python bench/report_sample.py
+	$(BIN)/python bench/report_sample.py --runs 2
 	$(BIN)/python bench/record_cost.py
