@@ -363,6 +363,17 @@ class LiveBot:
         ]
         return waiting[-1] if waiting else None
 
+    def exit_limit_order(self, symbol: str = SYMBOL) -> dict[str, Any] | None:
+        """The newest reduce-only limit order of `symbol` (a take-profit exit), if any.
+
+        It may have filled already: a limit at the touch fills as maker on the next match."""
+        exits = [
+            o
+            for o in self.exchange_orders(symbol)
+            if o["reduceOnly"] and o["orderType"] == "Limit" and not o["stopOrderType"]
+        ]
+        return exits[-1] if exits else None
+
     def entry_order(self, symbol: str = SYMBOL) -> dict[str, Any] | None:
         """The first order of `symbol` that opens a position (not reduce-only), if any."""
         return next((o for o in self.exchange_orders(symbol) if not o["reduceOnly"]), None)

@@ -3,7 +3,8 @@
 Real `freqtrade trade` (live) against the emulator with config.json's order settings: the stop
 lives on the exchange as a conditional market order; `custom_stoploss` trails once the trade is
 2x its fees in profit, and Freqtrade replaces the exchange order (at most every
-`stoploss_on_exchange_interval`, 30 s).
+`stoploss_on_exchange_interval`, 30 s). Then the fee exit: taken at the first price that nets
+3x the fees the exchange charges, which it does by the exchange's own wallet.
 """
 
 from __future__ import annotations
@@ -57,5 +58,33 @@ def test_exchange_stop_sits_at_the_strategy_stop_and_trails(tmp_path: Path) -> N
         (old,) = [o for o in bot.exchange_orders() if o["orderId"] == first["orderId"]]
         assert old["orderStatus"] == "Deactivated"  # cancelled, never two stops at once
         assert bot.open_trade() is not None  # still open: no fee exit, no stop hit
+
+        # The take-profit at the first price that allows it: walk the price into profit in 0.05%
+        # steps until the strategy asks for its exit (a reduce-only limit on the exchange; the
+        # higher of the fee floor and the oracle's target), fill it there, and count what the
+        # exchange charged and paid.
+        exit_order = None
+        for step in range(1, 13):
+            bot.set_price((price * (1 - Decimal("0.0005") * step)).quantize(BTC_TICK))
+            try:
+                exit_order = bot.wait_until(bot.exit_limit_order, 4, "a take-profit order")
+                break
+            except AssertionError:
+                continue  # not in profit enough yet: one more step
+        assert exit_order is not None, "no take-profit order within 0.6% of profit"
+        assert step > 1  # the walk started short of the exit, so it fired where the rule allows
+        bot.set_price(exit_order["price"])
+        [closed] = bot.wait_until(bot.closed_trades, 20, "the take-profit to close the trade")
+        assert closed["exit_reason"] == "roi"
+        fills = [e for e in bot.exchange_state()["executions"] if e["symbol"] == "BTCUSDT"]
+        fees = sum(Decimal(e["execFee"]) for e in fills)
+        assert len(fills) == 2 and fees > 0  # the entry and the exit, both charged
+        # What the exchange wallet gained over the whole trade is net of both fees, and at least
+        # 3x them; Freqtrade's books agree. (Its `fee_open_cost` is not compared: Freqtrade
+        # recomputes it on the margin, not the notional, when the entry order is applied.)
+        gained = bot.exchange_balance() - bot.account.balance
+        assert gained >= 3 * fees, (gained, fees)
+        assert abs(Decimal(str(closed["close_profit_abs"])) - gained) <= Decimal("0.000001")
+        assert bot.exchange_position() is None or Decimal(bot.exchange_position()["size"]) == 0
         bot.stop()
     assert bot.emulator.unexpected_requests() == [] and bot.secrets_found() == []
