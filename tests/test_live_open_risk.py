@@ -1,4 +1,5 @@
-"""Five pairs signal on one candle while their entries rest unfilled: the open-risk cap holds.
+"""Five pairs signal on one candle while their entries rest unfilled: the open-risk cap holds,
+and still holds when one of them fills while the others wait.
 
 Freqtrade creates a trade with amount 0 when it places the entry order and fills the amount in
 only when the order fills. Counting filled amounts, every pair signalling on the same candle
@@ -74,5 +75,30 @@ def test_pending_entries_count_against_the_open_risk_cap(tmp_path: Path) -> None
         # Each pending entry counts what the refused one would have: the same stake, leverage
         # and (relative) decision on every pair.
         assert counted == pytest.approx(len(trades) * new, rel=0.05)
+
+        # Filled plus pending: fill the first entry. Its risk now counts at the filled amount and
+        # the stop it got, the same as it counted pending (neither dropped nor doubled), and the
+        # refused pairs, asked again on every loop, still stay out.
+        first = trades[0]
+        symbol = first["pair"].split("/")[0] + "USDT"
+        order = bot.entry_order(symbol)
+        assert order is not None
+        bot.set_price(order["price"], symbol=symbol)
+        bot.wait_until(
+            lambda: any(t["id"] == first["id"] and t["amount"] > 0 for t in bot.trades()),
+            20,
+            "the first entry to fill",
+        )
+        seen = bot.log().count(refused)  # later refusals come from loops after the fill
+        bot.wait_until(lambda: bot.log().count(refused) > seen, 30, "a refusal after the fill")
+        after = [x for x in bot.log().splitlines() if refused in x][-1]
+        found = re.search(r"open risk ([\d.]+) \+ ([\d.]+) would exceed", after)
+        assert found, after
+        counted_after = float(found.group(1))
+        assert counted_after == pytest.approx(counted, rel=0.05)
+        assert counted_after <= MAX_OPEN_RISK * equity
+        now = bot.trades()
+        assert len(now) == len(trades)  # nobody got in when the fill landed
+        assert [t["amount"] > 0 for t in now].count(True) == 1  # one filled, the rest pending
         bot.stop()
     assert bot.secrets_found() == []
