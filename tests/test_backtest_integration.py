@@ -20,6 +20,8 @@ from tests.freqtrade_run import FreqtradeRun, fees_paid, offline_overlay, run_fr
 pytestmark = pytest.mark.integration
 
 WIDE = "20250605-20250610"
+# `make demo`'s own flags: protections on, 1m candles decide the order inside each 3m candle.
+DEMO_FLAGS = ("--enable-protections", "--timeframe-detail", "1m")
 NARROW = "20250606-20250608"
 
 
@@ -42,11 +44,12 @@ def backtest(
     timerange: str | None,
     on_miss: str = "call:rules",
     oracle: dict | None = None,
+    extra: tuple[str, ...] = (),
 ) -> FreqtradeRun:
     workdir.mkdir(parents=True, exist_ok=True)
     block = {"journal_path": str(journal), "replay": {"source": "rules", "on_miss": on_miss}}
     block.update(oracle or {})
-    args = ["--cache", "none", "--export", "trades"]
+    args = ["--cache", "none", "--export", "trades", *extra]
     if timerange:
         args += ["--timerange", timerange]
     run = run_freqtrade(
@@ -64,9 +67,12 @@ def test_demo_backtest_records_then_replays_identically(
     emulator: Emulator, sample_datadir: Path, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal.sqlite"
-    first = backtest(emulator, sample_datadir, tmp_path / "a", journal, timerange=None)
+    first = backtest(
+        emulator, sample_datadir, tmp_path / "a", journal, timerange=None, extra=DEMO_FLAGS
+    )
     assert first.returncode == 0, first.output[-3000:]
     result = first.result()
+    assert result["timeframe_detail"] == "1m" and result["enable_protections"] is True
     assert result["total_trades"] > 0
     assert len(result["trades"]) == result["total_trades"]
     # Pairs without funding candles are named once, not silently charged nothing.
@@ -86,7 +92,9 @@ def test_demo_backtest_records_then_replays_identically(
         recorded_rows = j.count()
     assert recorded_rows == counts["recorded"]
 
-    second = backtest(emulator, sample_datadir, tmp_path / "b", journal, timerange=None)
+    second = backtest(
+        emulator, sample_datadir, tmp_path / "b", journal, timerange=None, extra=DEMO_FLAGS
+    )
     assert second.returncode == 0, second.output[-3000:]
     assert second.trades() == first.trades()
     again = _summary_counts(second)
