@@ -231,6 +231,7 @@ class LiveBot:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.extra_env: dict[str, str] = {}  # e.g. GEMINI_API_KEY for a fake Gemini
+        self.strategy_path: Path | None = None  # a test's strategy folder (the last flag wins)
 
     # ---- process ---------------------------------------------------------------------------
 
@@ -253,6 +254,8 @@ class LiveBot:
             log.write(f"==== harness: start #{self.starts} ====\n".encode())
             log.flush()
             argv = freqtrade_argv("trade", self.overlay_path, self.userdir, None)
+            if self.strategy_path is not None:
+                argv += ["--strategy-path", str(self.strategy_path)]
             self.proc = subprocess.Popen(
                 [*argv, "--logfile", str(self.log_path)],
                 cwd=self.workdir,
@@ -467,6 +470,7 @@ def live_bot(
     data_dir: Path = DATA_DIR,
     pairs: list[str] | None = None,
     env: dict[str, str] | None = None,
+    strategy_path: Path | None = None,
     **overlay_extra: Any,
 ) -> Iterator[LiveBot]:
     """An emulator (wall-clock feed at the candidate, one account, test control on) and a live
@@ -493,6 +497,7 @@ def live_bot(
             overlay["exchange"]["pair_whitelist"] = pairs
         bot = LiveBot(workdir, emulator, account, overlay, candidate=chosen, clock=clock)
         bot.extra_env = dict(env or {})
+        bot.strategy_path = strategy_path
         try:
             if start:
                 bot.start()
