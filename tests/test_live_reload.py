@@ -8,7 +8,9 @@ Freqtrade 2026.9 itself leaks on every reload, with or without this strategy (me
 oracle disabled): about 3 sockets, 2 pipes, 2 epoll and 1 eventfd (a new exchange event loop),
 a trades-DB handle every other reload, and with the REST API on, one io_uring poller thread
 ("iou-sqp-*", libuv in uvicorn's loop). The test counts what is ours: the threads other than
-those pollers, and the journal's file handles.
+those pollers, the journal's file handles, and the Gemini client's connections (the backend is
+Gemini, against the fake REST endpoint, which keeps idle connections open as Google's does: a
+client that is not closed keeps its socket).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_gemini import start_fake_gemini
 from tests.live_bot import live_bot
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "tester", "a-long-test-password-1234"
 RELOADS = 20
+API_KEY = "AIzaFAKE-reload-key-0123456789"
 
 
 def free_port() -> int:
@@ -61,6 +65,24 @@ def counts(pid: int, journal: Path) -> tuple[int, int]:
     return threads, handles
 
 
+def connections_to(pid: int, port: int) -> int:
+    """The process's established TCP connections to 127.0.0.1:`port`."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        found += remote == f"0100007F:{port:04X}" and state == "01" and inode in inodes
+    return found
+
+
 def test_twenty_reloads_leak_no_thread_and_no_file(tmp_path: Path) -> None:
     port = free_port()
     api = {
@@ -72,20 +94,37 @@ def test_twenty_reloads_leak_no_thread_and_no_file(tmp_path: Path) -> None:
         "jwt_secret_key": "x" * 40,
         "ws_token": "test-ws-token-1234567890",
     }
-    with live_bot(tmp_path, api_server=api) as bot:
-        marker = "risk ledger rebuilt from"
-        bot.wait_until(lambda: bot.log().count(marker) == 1, 60, "the bot to start")
-        assert bot.proc is not None
-        seen: list[tuple[int, int]] = []
-        for n in range(1, RELOADS + 1):
-            assert post(f"http://127.0.0.1:{port}/api/v1/reload_config") == 200
-            bot.wait_until(lambda n=n: bot.log().count(marker) == n + 1, 60, f"reload {n}")
-            seen.append(counts(bot.proc.pid, tmp_path / "journal.sqlite"))
-        threads, handles = zip(*seen, strict=True)
-        # A leak grows by one per reload (20 in all); flat means the last equals the first
-        # within the one or two short-lived threads Freqtrade may have running at a sample.
-        assert max(threads) - min(threads) <= 2 and threads[-1] <= threads[0] + 1, threads
-        assert max(handles) == min(handles), handles  # the journal, its -wal and -shm
-        # Each old oracle was closed (its summary is logged by ft_bot_cleanup).
-        assert len(re.findall(r" - oracle: \d+ candidates", bot.log())) >= RELOADS
+    journal = tmp_path / "journal.sqlite"
+    with start_fake_gemini(API_KEY) as fake:
+        oracle = {"backend": "gemini", "journal_path": str(journal), "gemini": {}}
+        oracle["gemini"]["base_url"] = fake.url
+        gemini_port = int(fake.url.rsplit(":", 1)[1])
+        with live_bot(
+            tmp_path, api_server=api, llm_oracle=oracle, env={"GEMINI_API_KEY": API_KEY}
+        ) as bot:
+            marker = "risk ledger rebuilt from"
+            bot.wait_until(lambda: bot.log().count(marker) == 1, 60, "the bot to start")
+            assert bot.proc is not None
+            # The candidate is asked once; the client keeps its connection open afterwards.
+            assert fake.wait_for(responded=1, timeout=bot.after_signal(90)), bot.log()[-3000:]
+            bot.wait_until(lambda: connections_to(bot.proc.pid, gemini_port), 10, "a connection")
+            asked = fake.count
+            seen: list[tuple[int, int]] = []
+            sockets: list[int] = []
+            for n in range(1, RELOADS + 1):
+                assert post(f"http://127.0.0.1:{port}/api/v1/reload_config") == 200
+                bot.wait_until(lambda n=n: bot.log().count(marker) == n + 1, 60, f"reload {n}")
+                seen.append(counts(bot.proc.pid, journal))
+                sockets.append(connections_to(bot.proc.pid, gemini_port))
+            # Every new oracle answers the candidate from the journal: nothing new is sent, so
+            # the one connection there was belonged to the first oracle, closed at reload 1.
+            assert fake.count == asked
+            assert sockets == [0] * RELOADS, sockets
+            threads, handles = zip(*seen, strict=True)
+            # A leak grows by one per reload (20 in all); flat means the last equals the first
+            # within the one or two short-lived threads Freqtrade may have running at a sample.
+            assert max(threads) - min(threads) <= 2 and threads[-1] <= threads[0] + 1, threads
+            assert max(handles) == min(handles), handles  # the journal, its -wal and -shm
+            # Each old oracle was closed (its summary is logged by ft_bot_cleanup).
+            assert len(re.findall(r" - oracle: \d+ candidates", bot.log())) >= RELOADS
     assert bot.secrets_found() == []
