@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 # Every row of the README's benchmark table (about 25 minutes on 2 cores).
 bench: $(STAMP)
-	$(BIN)/python bench/replay_overhead.py
+	$(BIN)/python bench/replay_overhead.py --runs 7
 	$(BIN)/python bench/oracle_live.py
 	$(BIN)/python bench/report_sample.py --runs 2
 	$(BIN)/python bench/record_cost.py
