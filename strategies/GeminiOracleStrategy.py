@@ -202,11 +202,30 @@ class GeminiOracleStrategy(IStrategy):
                 "(risk on margin; every trade keeps this hard stop)"
             )
         self._ensure_oracle()
+        self._warn_hyperopt_params()
         if self._live:
             self._rebuild_ledger()
         else:
             exit_hooks.register(self._print_summary)
             self._warn_missing_futures_data()
+
+    def _warn_hyperopt_params(self) -> None:
+        """Say loudly that hyperopt's exported parameters are in force in this run.
+
+        Freqtrade loads `<strategy>.json` next to the strategy on every later run and only says
+        so at INFO: a hyperopt run would otherwise silently change `make demo` or a live bot.
+        """
+        if self.config.get("runmode") == RunMode.HYPEROPT:
+            return
+        source = getattr(self, "__file__", "")
+        params = Path(source).with_suffix(".json") if source else None
+        if params is not None and params.is_file():
+            logger.warning(
+                "%s (written by freqtrade hyperopt) overrides the strategy's shipped parameters "
+                "in this run; delete it to return to them (hyperopt --disable-param-export "
+                "writes none)",
+                params,
+            )
 
     def _warn_missing_futures_data(self) -> None:
         """Once per run: pairs whose funding would silently be 0 (no mark or funding candles)."""

@@ -9,6 +9,7 @@ live and dry-run tests.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -336,3 +337,20 @@ def test_download_data_writes_the_exchange_candles(
         if name.endswith("-futures.feather"):
             # Bybit sends volume rounded to the lot step (0.001 BTC).
             assert (got["volume"] - want["volume"]).abs().max() <= 0.0005 + 1e-9, name
+
+
+def test_a_hyperopt_parameter_file_is_announced_at_start(tmp_path: Path, caplog) -> None:
+    """Freqtrade applies `<strategy>.json` at INFO only; the strategy warns that it is in force."""
+    GeminiOracleStrategy = strategy_class()
+    strategy = GeminiOracleStrategy({"runmode": "backtest", "stake_currency": "USDT"})
+    source = tmp_path / "GeminiOracleStrategy.py"
+    strategy.__file__ = str(source)
+    with caplog.at_level(logging.WARNING):
+        strategy._warn_hyperopt_params()
+    assert caplog.records == []  # no file: nothing to say
+    source.with_suffix(".json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        strategy._warn_hyperopt_params()
+    [record] = caplog.records
+    assert str(source.with_suffix(".json")) in record.getMessage()
+    assert "overrides the strategy's shipped parameters" in record.getMessage()
