@@ -47,6 +47,7 @@ T = TypeVar("T")
 STEP_MS = 180_000
 PAIR = "BTC/USDT:USDT"
 SYMBOL = "BTCUSDT"
+BTC_TICK = Decimal("0.1")  # the emulator's (and Bybit's) price tick for BTCUSDT
 # The feed's clock stops this long before the candle after the candidate would close.
 HOLD_MARGIN_MS = 10_000
 # Time left in the entry candle when a bot starts: start-up and the first loop fit well inside.

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT
-from tests.live_bot import live_bot
+from tests.live_bot import BTC_TICK, live_bot
 
 pytestmark = pytest.mark.integration
 
-BTC_TICK = Decimal("0.1")
 GATE_FAILURES = 2
 
 BROKEN_STRATEGY = f"""

@@ -49,32 +49,30 @@ def post(url: str) -> int:
         return response.status
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What each open file descriptor of the process points at (a path, `socket:[inode]`, ...)."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            continue
+    return targets
+
+
 def counts(pid: int, journal: Path) -> tuple[int, int]:
     """Threads (without libuv's io_uring pollers) and open handles on the journal's files."""
     names = [
         Path(f"/proc/{pid}/task/{t}/comm").read_text() for t in os.listdir(f"/proc/{pid}/task")
     ]
     threads = sum(1 for name in names if not name.startswith("iou-"))
-    handles = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:  # closed meanwhile
-            continue
-        handles += target.startswith(str(journal))
+    handles = sum(1 for target in fd_targets(pid) if target.startswith(str(journal)))
     return threads, handles
 
 
 def connections_to(pid: int, port: int) -> int:
     """The process's established TCP connections to 127.0.0.1:`port`."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = {t[len("socket:[") : -1] for t in fd_targets(pid) if t.startswith("socket:[")}
     found = 0
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
@@ -96,8 +94,11 @@ def test_twenty_reloads_leak_no_thread_and_no_file(tmp_path: Path) -> None:
     }
     journal = tmp_path / "journal.sqlite"
     with start_fake_gemini(API_KEY) as fake:
-        oracle = {"backend": "gemini", "journal_path": str(journal), "gemini": {}}
-        oracle["gemini"]["base_url"] = fake.url
+        oracle = {
+            "backend": "gemini",
+            "journal_path": str(journal),
+            "gemini": {"base_url": fake.url},
+        }
         gemini_port = int(fake.url.rsplit(":", 1)[1])
         with live_bot(
             tmp_path, api_server=api, llm_oracle=oracle, env={"GEMINI_API_KEY": API_KEY}

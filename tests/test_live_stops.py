@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_bot import _rows, live_bot
+from tests.live_bot import BTC_TICK, SYMBOL, _rows, live_bot
 
 pytestmark = pytest.mark.integration
-
-BTC_TICK = Decimal("0.1")
 
 
 def test_exchange_stop_sits_at_the_strategy_stop_and_trails(tmp_path: Path) -> None:
@@ -76,7 +74,7 @@ def test_exchange_stop_sits_at_the_strategy_stop_and_trails(tmp_path: Path) -> N
         bot.set_price(exit_order["price"])
         [closed] = bot.wait_until(bot.closed_trades, 20, "the take-profit to close the trade")
         assert closed["exit_reason"] == "roi"
-        fills = [e for e in bot.exchange_state()["executions"] if e["symbol"] == "BTCUSDT"]
+        fills = [e for e in bot.exchange_state()["executions"] if e["symbol"] == SYMBOL]
         fees = sum(Decimal(e["execFee"]) for e in fills)
         assert len(fills) == 2 and fees > 0  # the entry and the exit, both charged
         # What the exchange wallet gained over the whole trade is net of both fees, and at least
