@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llm_oracle import risk
+from llm_oracle import risk, startup_checks
 from llm_oracle.backends import build_backend
 from llm_oracle.config import OracleConfig, OracleConfigError, load_config
 from llm_oracle.journal import Journal, JournalError, ReservationState, check_journal
@@ -156,10 +156,25 @@ def _kinds(counts: dict[str, int]) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Everything startup validates, in one pass: the llm_oracle block (and the backend it
-    builds), the money_rules block, and the journal file. Every problem is listed."""
-    raw = load_freqtrade_config(args.config)
+    builds), the money_rules block, the hard stoploss, the REST API's secrets and the journal
+    file. Every problem is listed."""
+    # Freqtrade merges FREQTRADE__SECTION__KEY variables over the files; the shipped setup sets
+    # the API's secrets only there, so without them this would check another config.
+    raw = deep_merge(load_freqtrade_config(args.config), startup_checks.freqtrade_env_overrides())
     problems: list[str] = []
     report: list[str] = []
+    # Without a config `stoploss` the strategy's own (-0.05, in bounds) is in force.
+    if "stoploss" in raw:
+        try:
+            startup_checks.check_hard_stoploss(raw["stoploss"])
+            report.append(f"stoploss {raw['stoploss']} OK")
+        except OracleConfigError as exc:
+            problems.append(str(exc))
+    try:
+        # Checked whatever the run mode: a dry-run or live bot with this config would refuse it.
+        startup_checks.check_api_server(raw.get("api_server"))
+    except OracleConfigError as exc:
+        problems.append(f"{exc} (a dry-run or live bot refuses to start)")
     cfg: OracleConfig | None = None
     try:
         cfg = load_config(raw.get("llm_oracle"))

@@ -62,6 +62,7 @@ from llm_oracle import (
     notify,
     open_oracle,
     risk,
+    startup_checks,
     ui_columns,
 )
 from llm_oracle.config import NotifyConfig
@@ -83,8 +84,6 @@ _LIVE_MEMORY = 50  # confirmed signals kept per pair in dry/live (fills happen w
 # The UTC day of the last daily summary sent, in Freqtrade's key-value store (the trades DB):
 # the bot's own state, so a restart never sends a day twice, and a new DB starts afresh.
 _SUMMARY_KEY = "llm_oracle_summary_day"
-# The hard stop (ratio on margin) may be set in config; outside these bounds it is refused.
-_HARD_STOP_BOUNDS = (-0.5, -0.005)
 
 _DEFAULT_NOTIFY = NotifyConfig()
 
@@ -169,7 +168,11 @@ class GeminiOracleStrategy(IStrategy):
         except OracleConfigError as exc:
             raise OperationalException(str(exc)) from None
         if self._live:
-            _check_api_server(config.get("api_server") or {})
+            # The same check `llm-oracle check-config` runs (only dry-run and live serve the API).
+            try:
+                startup_checks.check_api_server(config.get("api_server"))
+            except OracleConfigError as exc:
+                raise OperationalException(str(exc)) from None
         self._oracle: Oracle | None = None
         self._oracle_enabled = True
         self._memory = DecisionMemory(self._candle, _LIVE_MEMORY if self._live else None)
@@ -195,13 +198,7 @@ class GeminiOracleStrategy(IStrategy):
 
     # --- lifecycle -----------------------------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
-        low, high = _HARD_STOP_BOUNDS
-        if not low <= self.stoploss <= high:
-            raise OperationalException(
-                f"stoploss: {self.stoploss} is outside the allowed range [{low}, {high}] "
-                "(risk on margin; every trade keeps this hard stop)"
-            )
-        self._ensure_oracle()
+        self._check_startup()
         self._warn_hyperopt_params()
         if self._live:
             self._rebuild_ledger()
@@ -226,6 +223,15 @@ class GeminiOracleStrategy(IStrategy):
                 "writes none)",
                 params,
             )
+
+    def _check_startup(self) -> None:
+        """What bot_start refuses before anything runs; check-config runs the same checks."""
+        try:
+            # self.stoploss is the config's `stoploss` when set (Freqtrade's resolver copies it).
+            startup_checks.check_hard_stoploss(self.stoploss)
+        except OracleConfigError as exc:
+            raise OperationalException(str(exc)) from None
+        self._ensure_oracle()
 
     def _warn_missing_futures_data(self) -> None:
         """Once per run: pairs whose funding would silently be 0 (no mark or funding candles)."""
@@ -1177,39 +1183,6 @@ class GeminiOracleStrategy(IStrategy):
             stop, current_rate, is_short=trade.is_short, leverage=trade.leverage
         )
         return relative or None
-
-
-# Passwords and secrets that appear in Freqtrade's and this project's examples.
-_EXAMPLE_SECRETS = {
-    "",
-    "freqtrader",
-    "supersecretpassword",
-    "supersecurepassword",
-    "change-me",
-    "changeme",
-    "somethingrandom",
-    "password",
-    "secret",
-}
-
-
-def _check_api_server(api: dict[str, Any]) -> None:
-    """Refuse to start a bot whose REST API / FreqUI would be guarded by an example secret."""
-    if not api.get("enabled"):
-        return
-    weak = []
-    password = str(api.get("password") or "")
-    if password.lower() in _EXAMPLE_SECRETS or len(password) < 8:
-        weak.append("password (FREQTRADE__API_SERVER__PASSWORD: 8+ characters, not an example)")
-    jwt = str(api.get("jwt_secret_key") or "")
-    if jwt.lower() in _EXAMPLE_SECRETS or len(jwt) < 32:
-        weak.append("jwt_secret_key (FREQTRADE__API_SERVER__JWT_SECRET_KEY: 32+ random characters)")
-    if weak:
-        raise OperationalException(
-            "api_server is enabled with an empty, short or example "
-            + " and ".join(weak)
-            + '; generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
-        )
 
 
 def _without_paid_calls(block: Any) -> Any:

@@ -1,14 +1,16 @@
 """One check for all of it: `llm-oracle check-config` rejects exactly what startup rejects.
 
-Startup is the real strategy: `GeminiOracleStrategy(config)` (money rules) and the oracle part
-of its `bot_start` (`_ensure_oracle`: the llm_oracle block, then the journal). Every row of the
-table goes through both, and both must name the same problem.
+Startup is the real strategy as a dry-run bot loads it: Freqtrade's `StrategyResolver` (which
+copies the config's `stoploss` onto the strategy), its constructor (money rules, the REST API's
+secrets) and the checks `bot_start` runs first (`_check_startup`: the hard stoploss, the
+llm_oracle block, then the journal). Every row of the table goes through both, and both must
+name the same problem.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -18,33 +20,36 @@ import pytest
 
 from llm_oracle.cli import main
 from llm_oracle.journal import SCHEMA_VERSION, Journal
+from llm_oracle.startup_checks import freqtrade_env_overrides
 from tests.factories import ROOT
 
-
-def _strategy_class() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "GeminiOracleStrategy", ROOT / "strategies" / "GeminiOracleStrategy.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.GeminiOracleStrategy
+STRONG_PASSWORD = "a-good-long-password"
+STRONG_JWT = "k3Yq9pZ_ZcW1y8sVv0mA5rT2uXn4bLdE6fGhJ7iK"
 
 
-@pytest.fixture(scope="module")
-def strategy_class() -> Any:
-    return _strategy_class()
+def startup(config: dict[str, Any], userdir: Path) -> str | None:
+    """What starting the strategy as a dry-run bot says: None when it starts, else the error.
 
-
-def startup(strategy_class: Any, config: dict[str, Any], userdir: Path) -> str | None:
-    """What starting the strategy says: None when it starts, else the error message."""
+    Dry run, not backtest: a dry-run bot refuses everything a backtest refuses, and weak REST
+    API secrets as well (only dry-run and live serve the API).
+    """
     from freqtrade.enums import RunMode
     from freqtrade.exceptions import OperationalException
+    from freqtrade.resolvers import StrategyResolver
 
-    full = {**config, "user_data_dir": userdir, "runmode": RunMode.BACKTEST}
+    full = {
+        **config,
+        "strategy": "GeminiOracleStrategy",
+        "strategy_path": str(ROOT / "strategies"),
+        "trading_mode": "futures",
+        "margin_mode": "isolated",
+        "stake_currency": "USDT",
+        "user_data_dir": userdir,
+        "runmode": RunMode.DRY_RUN,
+    }
     try:
-        strategy = strategy_class(full)
-        strategy._ensure_oracle()  # what bot_start does with the oracle
+        strategy = StrategyResolver.load_strategy(full)
+        strategy._check_startup()  # what bot_start checks before anything runs
     except OperationalException as exc:
         return str(exc)
     strategy.ft_bot_cleanup()
@@ -136,6 +141,34 @@ BAD: list[tuple[dict[str, Any], str | None, str]] = [
     ({"money_rules": {"max_leverage": 10}}, None, "money_rules.max_leverage"),
     ({"money_rules": {"fee_multiple": 0}}, None, "money_rules.fee_multiple"),
     ({"money_rules": {"oracle_take_profit": "no"}}, None, "money_rules.oracle_take_profit"),
+    ({"stoploss": -0.9}, None, "stoploss: -0.9 is outside the allowed range [-0.5, -0.005]"),
+    ({"stoploss": -0.501}, None, "stoploss: -0.501 is outside the allowed range [-0.5, -0.005]"),
+    ({"stoploss": -0.004}, None, "stoploss: -0.004 is outside the allowed range [-0.5, -0.005]"),
+    (
+        {"api_server": {"enabled": True, "password": "", "jwt_secret_key": STRONG_JWT}},
+        None,
+        "example password (FREQTRADE__API_SERVER__PASSWORD: 8+ characters",
+    ),
+    (
+        {"api_server": {"enabled": True, "password": "SuperSecurePassword"}},
+        None,
+        "example password (FREQTRADE__API_SERVER__PASSWORD: 8+ characters",
+    ),
+    (
+        {"api_server": {"enabled": True, "password": "short7!", "jwt_secret_key": STRONG_JWT}},
+        None,
+        "password (FREQTRADE__API_SERVER__PASSWORD: 8+ characters",
+    ),
+    (
+        {"api_server": {"enabled": True, "password": STRONG_PASSWORD, "jwt_secret_key": "x" * 31}},
+        None,
+        "jwt_secret_key (FREQTRADE__API_SERVER__JWT_SECRET_KEY: 32+ random characters)",
+    ),
+    (
+        {"api_server": {"enabled": True, "password": STRONG_PASSWORD, "jwt_secret_key": "secret"}},
+        None,
+        "jwt_secret_key (FREQTRADE__API_SERVER__JWT_SECRET_KEY: 32+ random characters)",
+    ),
     ({}, "directory", "cannot be a journal file (it is a directory)"),
     ({}, "parent_is_a_file", "cannot be a journal file (a parent is a file"),
     ({}, "corrupt", "is not a usable SQLite journal"),
@@ -150,7 +183,12 @@ def _config(overrides: dict[str, Any], journal: Path) -> dict[str, Any]:
     oracle = {**shipped["llm_oracle"], "journal_path": str(journal)}
     oracle.update(overrides.get("llm_oracle", {}))
     money = {**shipped["money_rules"], **overrides.get("money_rules", {})}
-    return {"llm_oracle": oracle, "money_rules": money}
+    # Freqtrade's own keys (stoploss, api_server) as the shipped config has them, or overridden.
+    shipped_api = shipped["api_server"]
+    api = {**shipped_api, **overrides.get("api_server", {})}
+    config = {"llm_oracle": oracle, "money_rules": money, "api_server": api}
+    config.update({k: v for k, v in overrides.items() if k not in config})
+    return config
 
 
 @pytest.mark.parametrize(
@@ -159,7 +197,6 @@ def _config(overrides: dict[str, Any], journal: Path) -> dict[str, Any]:
 def test_check_config_rejects_what_startup_rejects(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    strategy_class: Any,
     overrides: dict[str, Any],
     fault: str | None,
     message: str,
@@ -170,31 +207,29 @@ def test_check_config_rejects_what_startup_rejects(
     before = journal.read_bytes() if journal.is_file() else None
     config = _config(overrides, journal)
     checked = check_config(config, tmp_path, capsys)
-    started = startup(strategy_class, config, tmp_path)
+    started = startup(config, tmp_path)
     assert started is not None and message in started, started
     assert checked is not None and message in checked, checked
     if before is not None:
         assert journal.read_bytes() == before  # neither touched the file
 
 
-def test_the_shipped_config_passes_both(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], strategy_class: Any
-) -> None:
+def test_the_shipped_config_passes_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config({}, tmp_path / "oracle" / "journal.sqlite")
     assert check_config(config, tmp_path, capsys) is None
     assert not (tmp_path / "oracle").exists()  # check-config creates nothing
-    assert startup(strategy_class, config, tmp_path) is None
+    assert startup(config, tmp_path) is None
     assert check_config(config, tmp_path, capsys) is None  # and the journal startup created
 
 
 def test_a_disabled_oracle_opens_no_journal_in_either(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], strategy_class: Any
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     journal = tmp_path / "oracle" / "journal.sqlite"
     _corrupt(journal)
     config = _config({"llm_oracle": {"enabled": False}}, journal)
     assert check_config(config, tmp_path, capsys) is None
-    assert startup(strategy_class, config, tmp_path) is None
+    assert startup(config, tmp_path) is None
 
 
 def test_every_problem_is_listed_in_one_run(
@@ -218,3 +253,72 @@ def test_json_numbers_stay_numbers(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     config["llm_oracle"]["rules"] = {"min_stop": 0.003, "max_stop": 0.03, "reward_risk": 2}
     assert check_config(config, tmp_path, capsys) is None
+
+
+def test_values_at_the_bounds_and_strong_api_secrets_pass_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = {"enabled": True, "password": STRONG_PASSWORD, "jwt_secret_key": "j" * 32}
+    for stoploss in (-0.5, -0.005, -0.05):
+        config = _config({"stoploss": stoploss, "api_server": api}, tmp_path / "j.sqlite")
+        assert check_config(config, tmp_path, capsys) is None, stoploss
+        assert startup(config, tmp_path) is None, stoploss
+
+
+def _freqtrade_merged(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as Freqtrade's own loader hands it over: environment variables win."""
+    from freqtrade.configuration.environment_vars import environment_vars_to_dict
+    from freqtrade.misc import deep_merge_dicts
+
+    return deep_merge_dicts(environment_vars_to_dict(), json.loads(json.dumps(config)))
+
+
+def test_secrets_from_the_environment_are_checked_as_freqtrade_merges_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped setup (.env.example) enables the API and sets its secrets only through
+    FREQTRADE__API_SERVER__* variables: config.json alone has the API off."""
+    config = _config({}, tmp_path / "oracle" / "journal.sqlite")
+    assert config["api_server"]["enabled"] is False
+    monkeypatch.setenv("FREQTRADE__API_SERVER__ENABLED", "true")
+    monkeypatch.setenv("FREQTRADE__API_SERVER__PASSWORD", "")
+    monkeypatch.setenv("FREQTRADE__API_SERVER__JWT_SECRET_KEY", STRONG_JWT)
+    checked = check_config(config, tmp_path, capsys)
+    assert checked is not None and "FREQTRADE__API_SERVER__PASSWORD: 8+ characters" in checked
+    assert "jwt_secret_key (" not in checked  # the strong one from the environment counts
+    started = startup(_freqtrade_merged(config), tmp_path)
+    assert started is not None and "FREQTRADE__API_SERVER__PASSWORD: 8+ characters" in started
+
+    monkeypatch.setenv("FREQTRADE__API_SERVER__PASSWORD", "12345678")  # stays a string
+    monkeypatch.setenv("FREQTRADE__STOPLOSS", "-0.9")
+    checked = check_config(config, tmp_path, capsys)
+    assert checked is not None and "stoploss: -0.9 is outside" in checked
+    assert "api_server" not in checked
+    started = startup(_freqtrade_merged(config), tmp_path)
+    assert started is not None and "stoploss: -0.9 is outside" in started
+
+    monkeypatch.delenv("FREQTRADE__STOPLOSS")
+    assert check_config(config, tmp_path, capsys) is None
+    assert startup(_freqtrade_merged(config), tmp_path) is None
+
+
+def test_environment_variables_are_typed_as_freqtrade_types_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from freqtrade.configuration.environment_vars import environment_vars_to_dict
+
+    for name, value in {
+        "FREQTRADE__API_SERVER__ENABLED": "true",
+        "FREQTRADE__API_SERVER__PASSWORD": "12345678",
+        "FREQTRADE__API_SERVER__LISTEN_PORT": "8081",
+        "FREQTRADE__STOPLOSS": "-0.05",
+        "FREQTRADE__TELEGRAM__ENABLED": "f",
+        "FREQTRADE__TELEGRAM__CHAT_ID": "0123",
+        "FREQTRADE__EXCHANGE__PAIR_WHITELIST": '["BTC/USDT:USDT"]',
+        "FREQTRADE__API_SERVER__JWT_SECRET_KEY": '{"not": "a list"}',
+        "FREQTRADE__BOT_NAME": "oracle",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ours = freqtrade_env_overrides(os.environ)
+    assert ours == environment_vars_to_dict()
+    assert ours["api_server"]["password"] == "12345678" and ours["stoploss"] == -0.05
