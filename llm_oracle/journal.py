@@ -412,6 +412,13 @@ class Journal:
                     advice(JournalProblem.NOT_A_FILE, self.path, f"a parent is a file: {exc}"),
                     JournalProblem.NOT_A_FILE,
                 ) from exc
+        elif not os.access(self.path, os.R_OK | os.W_OK):
+            # SQLite silently opens an unwritable file read-only; the first write would then
+            # fail in a callback. Refuse it here, as check_journal does.
+            raise JournalError(
+                advice(JournalProblem.PERMISSION, self.path, "no read/write permission"),
+                JournalProblem.PERMISSION,
+            )
         self._conn = self._connect()
         self._write_conn = self._connect()
         self._prepare(migrate=migrate)

@@ -11,6 +11,7 @@ tiny filesystem where mounting one is permitted).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,10 +25,10 @@ import pytest
 
 from llm_oracle.config import load_config
 from llm_oracle.journal import Journal, JournalError, JournalProblem
-from llm_oracle.limits.breaker import BreakerState
-from llm_oracle.models import Action, DecisionSource, OracleDecision
+from llm_oracle.limits.breaker import BreakerState, CircuitBreaker
+from llm_oracle.models import Action, DecisionSource, ErrorKind, OracleDecision
 from llm_oracle.oracle import Oracle
-from tests.fake_gemini import FakeGemini
+from tests.fake_gemini import FakeGemini, ServerError
 from tests.gemini_helpers import fake_gemini_env, gemini_config, requests_n
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
@@ -125,14 +126,110 @@ def test_read_only_filesystem_at_open_says_permission(tmp_path: Path) -> None:
     assert "The file is fine" in str(err.value) and "corrupt" not in str(err.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_unwritable_journal_file_at_open_says_permission(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
-    Journal(path).close()
-    path.chmod(0o444)
-    with pytest.raises(JournalError) as err:
-        Journal(path)
-    assert err.value.problem is JournalProblem.PERMISSION
+# The open, in a process of its own that is not root: root ignores file permissions. The
+# imports happen first (the interpreter may live where `nobody` cannot read), then it drops to
+# `nobody`; as a non-root user it simply stays who it is.
+_OPEN_UNPRIVILEGED = """
+import os, sys
+from llm_oracle.journal import Journal, JournalError
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[2]))
+assert os.geteuid() != 0
+try:
+    Journal(sys.argv[1]).close()
+except JournalError as exc:
+    print(exc.problem.value)
+    print(exc)
+else:
+    print("opened")
+"""
+_NOBODY = 65534
+
+
+def test_unwritable_journal_file_at_open_says_permission() -> None:
+    # Not under tmp_path: root's pytest directory is closed to `nobody`. The directory is the
+    # opener's own and writable, as a user's journal directory is; only the file is read-only.
+    folder = Path(tempfile.mkdtemp(prefix="llm-oracle-perm-"))
+    try:
+        path = folder / "j.sqlite"
+        Journal(path).close()
+        if os.geteuid() == 0:
+            os.chown(folder, _NOBODY, _NOBODY)
+            os.chown(path, _NOBODY, _NOBODY)
+        folder.chmod(0o755)
+        path.chmod(0o444)
+        done = subprocess.run(
+            [sys.executable, "-c", _OPEN_UNPRIVILEGED, str(path), str(_NOBODY)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        problem, _, message = done.stdout.partition("\n")
+        assert problem == JournalProblem.PERMISSION.value, done.stdout
+        assert "corrupt" not in message and str(path) in message
+    finally:
+        shutil.rmtree(folder)
+
+
+# --- a write failure on the half-open trial ----------------------------------------------------
+@pytest.mark.parametrize("trial_fails", [False, True], ids=["trial_answers", "trial_fails"])
+def test_a_write_failure_on_the_half_open_trial_settles_the_breaker(
+    tmp_path: Path, fake: FakeGemini, trial_fails: bool
+) -> None:
+    """The trial's result settles the breaker even though its row cannot be written: closed
+    after an answer, open again (for a new cooldown) after a failure; never half-open for good,
+    which would refuse every later question with no trial ever going out."""
+    oracle = oracle_on(Journal(tmp_path / "j.sqlite"), fake)
+    guard = oracle.guard
+    assert guard is not None
+    clock = [0.0]
+    guard.breaker = CircuitBreaker(2, 30, clock=lambda: clock[0])
+    asked = iter(requests_n(7))
+    fake.then(ServerError(503), ServerError(503))
+    assert [ask(oracle, next(asked)).error_kind for _ in range(2)] == [ErrorKind.SERVER_ERROR] * 2
+    assert guard.breaker.state is BreakerState.OPEN
+    assert ask(oracle, next(asked)).error_kind is ErrorKind.CIRCUIT_OPEN and fake.count == 2
+    oracle.drain_events()
+
+    clock[0] += 30  # the cooldown passes on the breaker's clock
+    assert guard.breaker.state is BreakerState.HALF_OPEN
+    conn = oracle.journal._write_conn
+    assert conn is not None
+    conn.execute("PRAGMA query_only = 1")  # SQLite's own read-only refusal: every write fails
+    if trial_fails:
+        fake.then(ServerError(503))
+    trial = ask(oracle, next(asked))
+    assert fake.count == 3  # the trial went out
+    assert "(permission)" in the_event(oracle, "journal write failed")
+    assert oracle.pending_writes == 1 and guard.budget._reserved == 0
+    assert guard.budget.spent.calls == 3
+    if trial_fails:
+        assert trial.error_kind is ErrorKind.SERVER_ERROR
+        assert guard.breaker.state is BreakerState.OPEN  # a new cooldown, not half-open
+        assert guard.breaker.seconds_left() == 30
+        assert ask(oracle, next(asked)).error_kind is ErrorKind.CIRCUIT_OPEN
+        assert fake.count == 3
+        clock[0] += 30
+    else:
+        assert trial.source is DecisionSource.BACKEND and trial.decision.action is Action.LONG
+        assert guard.breaker.state is BreakerState.CLOSED
+        assert guard.breaker.consecutive_failures == 0
+
+    # A later question is asked (and answered), still with the journal refusing writes.
+    later = ask(oracle, next(asked))
+    assert later.source is DecisionSource.BACKEND and fake.count == 4
+    assert guard.breaker.state is BreakerState.CLOSED and guard.budget._reserved == 0
+    conn.execute("PRAGMA query_only = 0")
+    healed = next(asked)
+    assert ask(oracle, healed).source is DecisionSource.BACKEND and fake.count == 5
+    assert oracle.pending_writes == 0  # the rows from the fault went in with the next write
+    answered = [trial, later] if not trial_fails else [later]
+    keys = [o.key for o in answered] + [oracle.key_for(healed)]
+    assert set(oracle.journal.lookup(keys)) == set(keys)
+    oracle.close()
 
 
 # --- a second process holding the write lock ---------------------------------------------------
