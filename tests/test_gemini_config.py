@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from llm_oracle.backends import GeminiBackend, build_backend
 from llm_oracle.config import BackendName, OracleConfigError, load_config
+from llm_oracle.models import DecisionSource
 from tests.factories import make_request
+from tests.fake_gemini import FakeGemini
+from tests.gemini_helpers import fake_gemini_env, make_oracle
 
 
 def test_gemini_defaults_are_valid_and_build_without_a_key(
@@ -99,9 +106,32 @@ def test_https_or_loopback_base_urls_are_accepted(url: str) -> None:
     assert load_config({"gemini": {"base_url": url}}).gemini.base_url == url
 
 
-def test_unset_sampling_parameters_are_left_out_of_the_request() -> None:
-    cfg = load_config({"gemini": {"temperature": None, "seed": None}})
-    gen = GeminiBackend(cfg.gemini, cfg.timeout_s).generation_config("sys", make_request())
-    sent = gen.model_dump(exclude_none=True)
-    assert "temperature" not in sent and "seed" not in sent
-    assert sent["max_output_tokens"] == 2048
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
+    yield from fake_gemini_env(monkeypatch)
+
+
+# The SDK subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix.
+@pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
+@pytest.mark.parametrize(
+    ("sampling", "sent"),
+    [
+        ({"temperature": None, "seed": None}, {}),
+        ({"temperature": None, "seed": 7}, {"seed": 7}),
+        ({"temperature": 0.5, "seed": None}, {"temperature": 0.5}),
+        ({"temperature": 0.0, "seed": 0}, {"temperature": 0.0, "seed": 0}),  # 0 is not unset
+        ({}, {"temperature": 1.0, "seed": 42}),  # the shipped defaults
+    ],
+)
+def test_unset_sampling_parameters_are_left_out_of_the_request(
+    tmp_path: Path, fake: FakeGemini, sampling: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """What reaches the wire through the real google-genai client, as the fake recorded it."""
+    oracle = make_oracle(tmp_path, fake, gemini=sampling)
+    [outcome] = oracle.decide_many([make_request()])
+    oracle.close()
+    assert outcome.source is DecisionSource.BACKEND  # the request really went out and answered
+    [request] = fake.requests
+    gen = request.body["generationConfig"]
+    assert {k: gen[k] for k in ("temperature", "seed") if k in gen} == sent
+    assert gen["maxOutputTokens"] == 2048  # the rest of the config is still sent
