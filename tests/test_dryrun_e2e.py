@@ -26,7 +26,7 @@ from bybit_emulator import CandleSource, start_emulator
 from tests.factories import DATA_DIR
 from tests.fake_gemini import FakeGemini, Hang, atr_stop, start_fake_gemini
 from tests.freqtrade_run import freqtrade_argv, loopback_env, offline_overlay, prepare_run
-from tests.live_bot import strategy_candidates
+from tests.live_bot import FeedClock, strategy_candidates
 
 pytestmark = pytest.mark.integration
 
@@ -84,19 +84,28 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @contextmanager
 def dry_run_bot(
-    tmp_path: Path, fake: FakeGemini, hook: WebhookReceiver, *, timeout_s: float
+    tmp_path: Path,
+    fake: FakeGemini,
+    hook: WebhookReceiver,
+    *,
+    timeout_s: float,
+    held: bool = False,
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path, Path]]:
+    """`held`: the feed's clock stops at the start, so the candidate is the newest closed candle
+    at once and stays so (for tests that need the question asked, not a trade through the next
+    candle); otherwise the feed follows the wall clock, which may mean waiting for a boundary."""
     frame = strategy_candidates()
     rows = frame.index[(frame["long_c"] | frame["short_c"]) & (frame.index > 2500)]
     candidate = int(rows[0])
     start_ms = int(frame["date"].iat[candidate].timestamp() * 1000)
     now_ms = int(time.time() * 1000)
     boundary = now_ms - now_ms % STEP_MS
-    if boundary + STEP_MS - now_ms < 90_000:
+    if not held and boundary + STEP_MS - now_ms < 90_000:
         boundary += STEP_MS  # too close to the next candle: let the candidate close at it
     # Candle `candidate` spans [boundary - 3m, boundary): the newest closed candle from then on.
     shift = boundary - STEP_MS - start_ms
-    source = CandleSource(DATA_DIR, shift_ms=shift, clock=time.time)
+    clock = FeedClock(now_ms) if held else time.time
+    source = CandleSource(DATA_DIR, shift_ms=shift, clock=clock)
     with start_emulator(port=0, candles=source, log_path=tmp_path / "emulator.jsonl") as emu:
         journal = tmp_path / "journal.sqlite"
         db = tmp_path / "trades.sqlite"
