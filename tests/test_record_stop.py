@@ -1,9 +1,11 @@
-"""`llm-oracle record` stops when told: SIGTERM, and kill -9 of `record` itself.
+"""`llm-oracle record` stops when told: SIGTERM, kill -9 of `record` itself, Ctrl-C then SIGHUP.
 
 Each time: `record`'s freqtrade child and its whole process group are gone, no request reaches
-the fake Gemini once the child is gone, and what was answered stays answered. A last run
-finishes the range without asking an answered question again, and its counting pass's estimate
-(decisions and USD, measured on the answers already journaled) is within 10% of what it records.
+the fake Gemini once the child is gone, and what was answered stays answered (a second signal
+kills at once: what hangs in flight is dropped). `--estimate` then spends nothing, and a last
+run (at the flex tier) finishes the range without asking an answered question again; the
+estimate (decisions and USD, measured on the answers already journaled) is within 10% of what
+it records.
 """
 
 from __future__ import annotations
@@ -178,7 +180,8 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         # Nothing more arrives: the only process that could send is gone.
         assert fake.count == after
 
-        # 2b. A second signal does not wait for hanging calls: the child group is killed.
+        # 2b. Ctrl-C (SIGINT) stops it the same way, and a second signal (here SIGHUP, a closed
+        # terminal) does not wait for hanging calls: the child group is killed.
         fake.default = Hang()
         log = tmp_path / "2b.log"
         before = fake.count
@@ -189,10 +192,11 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         try:
             child = int(poll(lambda: _CHILD.search(log.read_text()), 120, "the child").group(1))
             assert fake.wait_for(requests=before + 1, timeout=120), log.read_text()
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)
             poll(lambda: "a second signal kills it now" in log.read_text(), 30, "the stop")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+            assert f"signal {int(signal.SIGINT)}: stopping freqtrade" in log.read_text()
+            proc.send_signal(signal.SIGHUP)
+            assert proc.wait(timeout=60) == 128 + signal.SIGINT  # the first signal's code
             assert f"freqtrade (pid {child}) killed" in log.read_text(), log.read_text()[-3000:]
             poll(lambda: group_gone(child), 30, "its process group to end")
         finally:
@@ -202,10 +206,27 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         answered = _answered_prompts(journal)
         sent_before = fake.count
 
-        # 3. The same command (with its counting pass) finishes the range.
+        # 3. `--estimate` (here at the flex tier) counts and prices, and spends nothing.
         fake.default = Ok()
+        journaled = len(answered)
+        flex = ("--tier", "flex")
+        estimate = subprocess.run(
+            [*record_command(overlay, userdir, sample_datadir, *flex, "--estimate")],
+            cwd=tmp_path,
+            env=record_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert estimate.returncode == 0, estimate.stdout[-3000:] + estimate.stderr[-3000:]
+        assert fake.count == sent_before and len(_answered_prompts(journal)) == journaled
+        estimated = _ESTIMATE.search(estimate.stdout)
+        assert estimated and "at the flex price" in estimate.stdout, estimate.stdout[-3000:]
+
+        # 4. The same command, at the flex tier, finishes the range: a flex recording continues
+        # a standard one (the tier is not in the key), at half the price.
         rerun = subprocess.run(
-            record_command(overlay, userdir, sample_datadir),
+            record_command(overlay, userdir, sample_datadir, *flex, "--no-count"),
             cwd=tmp_path,
             env=record_env(),
             capture_output=True,
@@ -216,10 +237,12 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         asked = fake.requests[sent_before:]
         assert asked and not answered & {r.user_text for r in asked}
         assert len({r.digest for r in asked}) == len(asked)
-        estimated, recorded = _ESTIMATE.search(rerun.stdout), _RECORDED.search(rerun.stdout)
-        assert estimated and recorded, rerun.stdout[-3000:]
+        assert {r.body.get("serviceTier") for r in asked} == {"flex"}
+        recorded = _RECORDED.search(rerun.stdout)
+        assert recorded, rerun.stdout[-3000:]
         decisions, usd = int(recorded.group(1)), float(recorded.group(3))
         assert recorded.group(2) == "0" and decisions == len(asked)
+        # What --estimate said before is within 10% of what the recording then did and cost.
         assert abs(int(estimated.group(1)) - decisions) <= 0.1 * decisions
         assert abs(float(estimated.group(2)) - usd) <= 0.1 * usd
         print(f"estimate {estimated.group(0)!r}; recorded {recorded.group(0)!r}")
