@@ -119,6 +119,27 @@ def test_replay_miss_without_call_is_answered_but_not_recorded(
     oracle.close()
 
 
+def test_replay_reports_entry_and_review_misses_apart(tmp_path: Path) -> None:
+    """Reviews replay differently from entries (another candle, a live profit), so a summary
+    that merged them would hide the reason a review-heavy backtest holds."""
+    held = Position(side=Side.SHORT, profit_pct=0.3, candles_held=4, leverage=2)
+    entries = [make_request(rsi=40 + i) for i in range(3)]
+    reviews = [
+        make_request(purpose=Purpose.EXIT_REVIEW, candidate=None, position=held, rsi=50 + i)
+        for i in range(2)
+    ]
+    recorder = oracle_with(tmp_path, None, backend="replay", replay={"on_miss": "call:rules"})
+    recorder.decide_many(entries[:1] + reviews[:1])  # one of each is in the journal
+    recorder.close()
+
+    replayer = oracle_with(tmp_path, None, backend="replay", replay={"on_miss": "hold"})
+    outcomes = replayer.decide_many(entries + reviews)
+    assert [o.source for o in outcomes].count(DecisionSource.FALLBACK) == 3
+    assert replayer.stats.misses == 3 and replayer.stats.review_misses == 1
+    assert "misses by purpose: entries 2, exit reviews 1" in replayer.stats.summary()
+    replayer.close()
+
+
 def test_replay_call_records_then_replays_with_zero_calls(tmp_path: Path) -> None:
     requests = [make_request(rsi=40 + i) for i in range(4)]
     recorder = oracle_with(tmp_path, None, backend="replay", replay={"on_miss": "call:rules"})
