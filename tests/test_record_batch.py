@@ -48,8 +48,12 @@ def test_batch_tier_resumes_its_job_after_a_restart_and_costs_half(
             )
         try:
             poll(lambda: "questions submitted (journaled)" in log.read_text(), 120, "a job")
+            # A running job says so once (not at every poll), with how long it has waited.
+            status = "batch job batches/fake1: JOB_STATE_RUNNING after 0:00:"
+            poll(lambda: status in log.read_text(), 60, "the job's status line")
             first.send_signal(signal.SIGTERM)
             assert first.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+            assert log.read_text().count(status) == 1  # polled every 0.05 s, said once
         finally:
             if first.poll() is None:
                 first.kill()

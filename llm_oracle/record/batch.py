@@ -45,6 +45,9 @@ CREATING = "creating"  # journaled intent: the job may or may not exist at the p
 # A batch job runs (or waits) at most this long before the provider expires it: its questions
 # are being asked, for every other process on the journal, that long.
 JOB_LIFETIME_S = 48 * 3600.0
+# A job may wait for hours: a line when its state changes, and one this often while it waits,
+# so a quiet terminal is never mistaken for a hung `record`.
+STATUS_EVERY_S = 600.0
 _INTENT_PREFIX = "llm-oracle-record-"
 
 
@@ -191,6 +194,7 @@ class BatchRecorder:
         client = self.backend.client()
         assert client is not None
         started = time.monotonic()
+        said: tuple[str, float] | None = None  # (state, when) of the last status line
         while True:
             try:
                 job = await client.aio.batches.get(name=name)
@@ -203,6 +207,15 @@ class BatchRecorder:
             state = str(getattr(job.state, "value", job.state))
             if state in _DONE:
                 break
+            now = time.monotonic()
+            if said is None or said[0] != state or now - said[1] >= STATUS_EVERY_S:
+                waited_for = timedelta(seconds=round(now - started))
+                self._say(
+                    f"batch job {name}: {state} after {waited_for}, polled every "
+                    f"{self.poll_s:g} s (Google targets 24 h); a stop leaves it running and the "
+                    "same command collects it"
+                )
+                said = (state, now)
             if self._stop():
                 return None
             waited = 0.0
