@@ -209,31 +209,23 @@ def test_sigterm_and_kill_9_stop_everything_and_a_rerun_finishes_the_range(
         # 3. `--estimate` (here at the flex tier) counts and prices, and spends nothing.
         fake.default = Ok()
         journaled = len(answered)
-        flex = ("--tier", "flex")
-        estimate = subprocess.run(
-            [*record_command(overlay, userdir, sample_datadir, *flex, "--estimate")],
-            cwd=tmp_path,
-            env=record_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert estimate.returncode == 0, estimate.stdout[-3000:] + estimate.stderr[-3000:]
+
+        def flex_run(flag: str) -> subprocess.CompletedProcess[str]:
+            argv = record_command(overlay, userdir, sample_datadir, "--tier", "flex", flag)
+            done = subprocess.run(
+                argv, cwd=tmp_path, env=record_env(), capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            return done
+
+        estimate = flex_run("--estimate")
         assert fake.count == sent_before and len(_answered_prompts(journal)) == journaled
         estimated = _ESTIMATE.search(estimate.stdout)
         assert estimated and "at the flex price" in estimate.stdout, estimate.stdout[-3000:]
 
         # 4. The same command, at the flex tier, finishes the range: a flex recording continues
         # a standard one (the tier is not in the key), at half the price.
-        rerun = subprocess.run(
-            record_command(overlay, userdir, sample_datadir, *flex, "--no-count"),
-            cwd=tmp_path,
-            env=record_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        rerun = flex_run("--no-count")
         asked = fake.requests[sent_before:]
         assert asked and not answered & {r.user_text for r in asked}
         assert len({r.digest for r in asked}) == len(asked)
