@@ -414,7 +414,7 @@ class Journal:
                 ) from exc
         elif not os.access(self.path, os.R_OK | os.W_OK):
             # SQLite silently opens an unwritable file read-only; the first write would then
-            # fail in a callback. Refuse it here, as check_journal does.
+            # fail in a callback. Refuse it here (check_journal relies on this too).
             raise JournalError(
                 advice(JournalProblem.PERMISSION, self.path, "no read/write permission"),
                 JournalProblem.PERMISSION,
@@ -975,10 +975,6 @@ def check_journal(path: Path) -> str:
     Returns a one-line status; raises JournalError with the same message startup would give.
     """
     path = Path(path)
-    if path.is_dir():
-        raise JournalError(
-            advice(JournalProblem.NOT_A_FILE, path, "it is a directory"), JournalProblem.NOT_A_FILE
-        )
     if not path.exists():
         # Startup creates it: the nearest existing ancestor must be a writable directory.
         ancestor = path.parent
@@ -995,11 +991,7 @@ def check_journal(path: Path) -> str:
                 JournalProblem.PERMISSION,
             )
         return f"journal {path} does not exist yet; startup creates it"
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise JournalError(
-            advice(JournalProblem.PERMISSION, path, "no read/write permission"),
-            JournalProblem.PERMISSION,
-        )
+    # The open refuses a directory or an unwritable file with the message startup gives.
     with Journal(path, create=False, migrate=False, busy_timeout_s=5.0) as journal:
         version = journal.schema_version()
         rows = journal.count() + journal.count(errors=True)
